@@ -10,9 +10,10 @@ from enum import StrEnum
 from typing import Protocol
 
 from guardproxy.errors import GuardError
+from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage
 from guardproxy.profile import DirectionRules
-from guardproxy.verdict import Direction, GuardInput, Verdict
+from guardproxy.verdict import Direction, GuardInput, Safety, Verdict
 
 
 class Guard(Protocol):
@@ -39,23 +40,47 @@ class CheckResult:
     latency_ms: float | None = None
     verdicts: tuple[Verdict, ...] = field(default=(), repr=False)
     parts: tuple[dict[str, object], ...] = ()  # per image or video frame, when several
+    policy_violation: bool = False  # the natural-language policy (Mode A) judged it unsafe
+    unknown_categories: tuple[str, ...] = ()  # named by the guard, known to no taxonomy here
+    # Output checks: Nemotron shares one categories line between both turns, so where the
+    # prompt was unsafe too these may be the prompt's (nemotron-3.5-v1.1.md §2.3).
+    shared_with_prompt: tuple[str, ...] = ()
 
     def summary(self, reasoning: bool = False) -> dict[str, object]:
         """The check as the client and the audit log see it (never the raw guard output)."""
         result: dict[str, object] = {"status": self.status.value}
         if reasoning and self.reasoning:
             result["reasoning"] = list(self.reasoning)
+        elif reasoning and any(v.reasoning_unavailable for v in self.verdicts):
+            result["reasoning"] = "unavailable"
         if self.categories:
             result["categories"] = list(self.categories)
+        result |= self._details()
         if self.error:
             result["error"] = self.error
         if self.latency_ms is not None:
             result["latency_ms"] = round(self.latency_ms, 2)
         if self.verdicts:
-            result["guard_calls"] = len(self.verdicts)
+            result["guard_calls"] = sum(len(v.calls) or 1 for v in self.verdicts)
         if self.parts:
             result["parts"] = list(self.parts)
         return result
+
+    def _details(self) -> dict[str, object]:
+        details: dict[str, object] = {}
+        if self.policy_violation:
+            details["policy"] = "violated"
+        if self.unknown_categories:
+            details["unknown_categories"] = list(self.unknown_categories)
+        if self.shared_with_prompt:
+            details["categories_may_be_the_prompts"] = list(self.shared_with_prompt)
+        refusals = [v.refusal for v in self.verdicts if v.refusal is not None]
+        if refusals:
+            details["refusal"] = any(refusals)
+        calls = [call for v in self.verdicts for call in v.calls]
+        if calls:
+            details["calls"] = [_call_summary(call) for call in calls]
+        return details
 
     def merge(self, other: CheckResult) -> CheckResult:
         """Two checks of one direction as one: the worse status, everything else combined."""
@@ -69,7 +94,20 @@ class CheckResult:
             sum(latencies) if latencies else None,
             self.verdicts + other.verdicts,
             self.parts + other.parts,
+            self.policy_violation or other.policy_violation,
+            tuple(dict.fromkeys((*self.unknown_categories, *other.unknown_categories))),
+            tuple(dict.fromkeys((*self.shared_with_prompt, *other.shared_with_prompt))),
         )
+
+
+def _call_summary(call: Verdict) -> dict[str, object]:
+    """One of the calls a verdict was combined from, for the audit."""
+    summary: dict[str, object] = {"mode": call.mode or "standard"}
+    for turn, rating in (("user", call.user), ("response", call.response)):
+        summary[turn] = rating.value if rating is not None else "unrated"
+    if call.categories:
+        summary["categories"] = list(call.categories)
+    return summary
 
 
 STATUS_SEVERITY = [
@@ -122,7 +160,8 @@ async def run_checks(
         verdicts = await _classify_all(guard, checks, direction)
     except GuardError as exc:
         return CheckResult(CheckStatus.ERROR, error=str(exc), latency_ms=_since(started))
-    result = _combine([v for v in verdicts if v is not None], direction, _since(started))
+    done = [(c, v) for c, v in zip(checks, verdicts, strict=True) if v is not None]
+    result = _combine(done, direction, _since(started))
     if len(labels) > 1:
         parts = tuple(_part(label, v, direction) for label, v in zip(labels, verdicts, strict=True))
         result = replace(result, parts=parts)
@@ -169,12 +208,25 @@ def _part(label: str, verdict: Verdict | None, direction: Direction) -> dict[str
     return {"part": label, "status": status.value, "categories": list(verdict.categories)}
 
 
-def _combine(verdicts: list[Verdict], direction: Direction, latency_ms: float) -> CheckResult:
-    unsafe = any(v.is_unsafe(direction) for v in verdicts)
-    categories = tuple(dict.fromkeys(c for v in verdicts for c in v.categories))
-    reasoning = tuple(v.reasoning for v in verdicts if v.reasoning)
-    status = CheckStatus.UNSAFE if unsafe else CheckStatus.SAFE
-    return CheckResult(status, categories, reasoning, None, latency_ms, tuple(verdicts))
+def _combine(
+    done: list[tuple[GuardInput, Verdict]], direction: Direction, latency_ms: float
+) -> CheckResult:
+    verdicts = [v for _, v in done]
+    unsafe = [v for v in verdicts if v.is_unsafe(direction)]
+    categories = tuple(dict.fromkeys(c for v in unsafe for c in v.categories))
+    unknown = {c for check, v in done for c in v.categories if c not in known_names(check.policy)}
+    shared = [c for v in unsafe if v.user is Safety.UNSAFE and v.response for c in v.categories]
+    return CheckResult(
+        CheckStatus.UNSAFE if unsafe else CheckStatus.SAFE,
+        categories,
+        tuple(v.reasoning for v in verdicts if v.reasoning),
+        None,
+        latency_ms,
+        tuple(verdicts),
+        policy_violation=any(v.policy_violation for v in unsafe),
+        unknown_categories=tuple(c for c in categories if c in unknown),
+        shared_with_prompt=tuple(dict.fromkeys(shared)),
+    )
 
 
 def _since(started: float) -> float:

@@ -10,8 +10,32 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from guardproxy.yamlfile import load_model, read_yaml
 
 GuardProtocolName = Literal[
-    "nemotron-content-safety", "nemotron-reasoning", "nemotron-safety-guard-8b"
+    "nemotron-content-safety",
+    "nemotron-reasoning",
+    "nemotron-safety-guard-8b",
+    "llama-guard",
+    "qwen3guard",
+    "granite-guardian",
 ]
+GraniteCriterion = Literal[
+    "harm",
+    "social_bias",
+    "profanity",
+    "sexual_content",
+    "unethical_behavior",
+    "violence",
+    "jailbreak",
+    "harm_engagement",
+    "evasiveness",
+]
+# Settings that existed before Nemotron 3.5's v1.1 interface was published, and why they went.
+REMOVED_GUARD_KEYS = {
+    "policy_message": "Nemotron 3.5 does not support a system message; the policy travels in "
+    "custom_taxonomy or custom_policy, chosen by the tenant's policy_mode",
+    "policy_kwarg": "the kwarg follows the tenant's policy_mode (taxonomy: custom_taxonomy, "
+    "policy: custom_policy)",
+}
+EXCLUSIVE_KWARGS = ("custom_policy", "custom_taxonomy")
 
 # Headers a chat client may send that are worth passing on. Everything else, the client's
 # Authorization first of all, stays at the proxy.
@@ -41,14 +65,34 @@ class GuardSettings(Frozen):
     timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
     reasoning: bool = False
+    # NVIDIA's traces run ~700 characters and took 6-15 s per call (nemotron-3.5-v1.1.md
+    # §2.3): a call that asks for one gets its own token budget and deadline.
+    reasoning_max_tokens: int = Field(default=1024, ge=256)
+    reasoning_timeout_s: float = Field(default=30.0, gt=0)
     request_categories: bool = True
     think_toggle: Literal["newline", "same_line"] = "newline"
-    # How a tenant's custom policy reaches Nemotron 3.5 (UNCONFIRMED upstream, so both ways
-    # are settings): a chat_template_kwargs key (null: none) and/or a system message.
-    policy_kwarg: str | None = "custom_policy"
-    policy_message: bool = False
+    # SGLang refuses a conversation ending on an assistant turn: fold the answer into the
+    # user text with the template's own wrapper, as NVIDIA's SGLang cookbook does.
+    response_in_user_turn: bool = False
+    criterion: GraniteCriterion = "harm"  # granite-guardian: the guardian_config criteria_id
     params: dict[str, Any] = Field(default_factory=dict)
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_removed_keys(cls, data: Any) -> Any:
+        for key, why in REMOVED_GUARD_KEYS.items():
+            if isinstance(data, dict) and key in data:
+                raise ValueError(f"{key!r} was removed: {why}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_policy_kwarg(self) -> GuardSettings:
+        if all(key in self.chat_template_kwargs for key in EXCLUSIVE_KWARGS):
+            raise ValueError(
+                "chat_template_kwargs: custom_policy and custom_taxonomy are mutually exclusive"
+            )
+        return self
 
 
 class UpstreamSettings(Frozen):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from guardproxy.checks import CheckResult, CheckStatus
-from guardproxy.policy import TenantPolicy
+from guardproxy.policy import CategoryAction, TenantPolicy
 from guardproxy.profile import NEEDS_CAUTION, DirectionRules, most_severe
 
 
@@ -26,12 +26,24 @@ def decide(result: CheckResult, tenant: TenantPolicy, rules: DirectionRules) -> 
         return Action.FAIL if tenant.on_guard_error == "block" else Action.ALLOW
     if result.status is not CheckStatus.UNSAFE:
         return Action.ALLOW
-    return Action(category_action(result.categories, tenant, rules))
+    return Action(unsafe_action(result, tenant, rules))
+
+
+def unsafe_action(
+    result: CheckResult, tenant: TenantPolicy, rules: DirectionRules
+) -> CategoryAction:
+    """Category actions for the categories named; `policy_action` where the tenant's
+    natural-language policy (Mode A) judged the turn unsafe; the most severe wins."""
+    if not result.policy_violation:
+        return category_action(result.categories, tenant, rules)
+    if not result.categories:
+        return tenant.policy_action
+    return most_severe((tenant.policy_action, category_action(result.categories, tenant, rules)))
 
 
 def category_action(
     categories: tuple[str, ...], tenant: TenantPolicy, rules: DirectionRules
-) -> str:
+) -> CategoryAction:
     if not categories:
         return rules.default  # unsafe without a category (e.g. the reasoning guard)
     if set(categories) == {NEEDS_CAUTION}:

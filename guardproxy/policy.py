@@ -16,6 +16,7 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from guardproxy.config import Frozen
 from guardproxy.errors import AuthenticationError
 from guardproxy.media.settings import ImagesSettings, VideoSettings
+from guardproxy.verdict import PolicyMode
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 HASHED_KEY = re.compile(r"sha256:([0-9a-f]{64})")
@@ -114,8 +115,15 @@ class TenantPolicy(Frozen):
     regions: tuple[str, ...] = ()
     allowed_regions: tuple[str, ...] = ()
     policy: str = ""
+    # How a customised policy reaches a Nemotron 3.5 guard (see verdict.PolicyMode), and what
+    # an unsafe verdict of the natural-language policy (Mode A) gets when it names no category.
+    policy_mode: PolicyMode = "taxonomy"
+    policy_action: CategoryAction = "block"
     custom_categories: tuple[CustomCategory, ...] = ()
+    # Built-in names the guard may return that the proxy does not know (S24 of Nemotron 3.5).
+    extra_categories: tuple[str, ...] = ()
     needs_caution: Literal["block", "allow"] = "block"
+    controversial: Literal["unsafe", "safe"] = "unsafe"  # Qwen3Guard: strict or loose
     input: InputPolicy = InputPolicy()
     output: OutputPolicy = OutputPolicy()
     reasoning: OnOff = False

@@ -10,21 +10,31 @@ A set with any problem is rejected whole, every problem reported as `file:line: 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from guardproxy.config import Settings
+from guardproxy.config import EXCLUSIVE_KWARGS, Settings
 from guardproxy.errors import ConfigError
-from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES
+from guardproxy.guards.protocols import (
+    GUARD_CAPABILITIES,
+    GUARD_PROTOCOLS,
+    KNOWN_CATEGORIES,
+    GuardCapabilities,
+    GuardProtocol,
+    guard_calls,
+)
 from guardproxy.masking import Masker
 from guardproxy.policy import PolicySet, RegionPack, TenantPolicy
+from guardproxy.profile import build_profiles
 from guardproxy.redaction import DETECTORS
+from guardproxy.verdict import GuardInput, GuardPolicy
 from guardproxy.yamlfile import InvalidConfig, YamlDocument, load_model, read_yaml
 
 BASE_STEM = "_base"
 REGIONS_FOLDER = "regions"
-TAXONOMY = frozenset(NEMOTRON_CATEGORIES)
+TAXONOMY = frozenset(KNOWN_CATEGORIES)
 
 
 class Problems(list[ConfigError]):
@@ -197,16 +207,80 @@ def _check_references(
         if category.name in TAXONOMY:
             message = f"custom_categories: {category.name!r} is already a taxonomy category"
             problems.append(doc.error(("custom_categories", i, "name"), message))
+    custom |= set(policy.extra_categories)
     problems += _check_categories(doc, policy.input.categories, ("input", "categories"), custom)
     problems += _check_categories(doc, policy.output.categories, ("output", "categories"), custom)
+    if policy.guard in settings.guards and not problems:
+        problems += _check_guard_fits(settings, policy, doc, packs)
     return problems
+
+
+def _check_guard_fits(
+    settings: Settings, policy: TenantPolicy, doc: YamlDocument, packs: dict[str, RegionPack]
+) -> list[ConfigError]:
+    """Refuse a policy the tenant's guard cannot be told: custom categories or rules for a
+    fixed-taxonomy model, or a policy_mode its protocol does not have."""
+    protocol = settings.guards[policy.guard].protocol
+    caps = GUARD_CAPABILITIES[protocol]
+    problems: list[ConfigError] = []
+    if policy.policy_mode not in caps.policy_modes:
+        message = f"policy_mode: {policy.policy_mode!r} needs a nemotron-content-safety guard"
+        problems.append(doc.error(("policy_mode",), f"{message}; {policy.guard!r} is {protocol}"))
+    guard = GUARD_PROTOCOLS[protocol](settings.guards[policy.guard])
+    for profile in build_profiles(policy, packs).values():
+        for rules in (profile.input, profile.output):
+            if _sends_both_modes(guard, rules.guard_policy):
+                message = (
+                    f"guard {policy.guard!r} would send custom_policy and custom_taxonomy "
+                    "together (its chat_template_kwargs set one, the tenant's policy_mode the "
+                    "other); the two modes are mutually exclusive"
+                )
+                return [*problems, doc.error(("policy_mode",), message)]
+            needs = _unsupported(rules.guard_policy.custom, rules.guard_policy.rules, caps)
+            if needs:
+                message = (
+                    f"guard {policy.guard!r} ({protocol}) cannot be told {needs}; "
+                    "use a Nemotron guard or drop them (regions add rules)"
+                )
+                return [*problems, doc.error(("guard",), message)]
+    return problems
+
+
+def _sends_both_modes(guard: GuardProtocol, policy: GuardPolicy) -> bool:
+    for call in guard_calls(GuardInput("", policy=policy)):
+        kwargs = guard.build_request(call).get("chat_template_kwargs") or {}
+        if all(key in kwargs for key in EXCLUSIVE_KWARGS):
+            return True
+    return False
+
+
+def _unsupported(custom: tuple[Any, ...], rules: str, caps: GuardCapabilities) -> str:
+    wanted = [
+        name
+        for name, needed, able in (
+            ("custom categories", bool(custom), caps.custom_categories),
+            ("policy rules", bool(rules.strip()), caps.rules),
+        )
+        if needed and not able
+    ]
+    return " or ".join(wanted)
 
 
 def _check_categories(
     doc: YamlDocument, actions: Mapping[str, str], path: tuple[str, ...], custom: set[str]
 ) -> list[ConfigError]:
     return [
-        doc.error((*path, name), f"{'.'.join(path)}: unknown category {name!r}")
+        doc.error(
+            (*path, name), f"{'.'.join(path)}: unknown category {name!r}{_hint(name, custom)}"
+        )
         for name in actions
         if name not in TAXONOMY and name not in custom
     ]
+
+
+def _hint(name: str, custom: set[str]) -> str:
+    """A likely intended name; an unknown guard name must be declared in extra_categories."""
+    close = difflib.get_close_matches(name, [*TAXONOMY, *custom], n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return " (a name the guard returns that the proxy does not know goes in extra_categories)"

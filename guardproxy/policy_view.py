@@ -1,12 +1,12 @@
-"""`guardproxy policy show`: the exact guard request a tenant's policy produces."""
+"""`guardproxy policy show`: the exact guard requests a tenant's policy produces."""
 
 from __future__ import annotations
 
 import json
 
-from guardproxy.config import Settings
+from guardproxy.config import EXCLUSIVE_KWARGS, Settings
 from guardproxy.errors import RequestError
-from guardproxy.guards.protocols import GUARD_PROTOCOLS
+from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
 from guardproxy.policy import PolicySet, TenantPolicy
 from guardproxy.profile import build_profiles, select_profile
 from guardproxy.verdict import Direction, GuardInput
@@ -22,7 +22,7 @@ def show_guard_request(
     region: str | None,
     direction: Direction,
 ) -> str:
-    """The JSON body sent to the tenant's guard, with the user message spelled out below it."""
+    """Each JSON body sent to the tenant's guard for one check, with its texts spelled out."""
     guard = settings.guards[tenant.guard]
     try:
         profile = select_profile(build_profiles(tenant, policies.regions), region)
@@ -31,21 +31,30 @@ def show_guard_request(
     rules = profile.rules(direction)
     response = SAMPLE_RESPONSE if direction is Direction.OUTPUT else None
     check = GuardInput(SAMPLE_PROMPT, None, response, rules.reasoning, rules.guard_policy)
-    body = GUARD_PROTOCOLS[guard.protocol](guard).build_request(check)
-    header = (
+    calls = guard_calls(check)
+    shown = [
         f"# tenant {tenant.tenant}, {direction.value} check, guard {tenant.guard} "
-        f"({guard.protocol}), regions: {', '.join(profile.regions) or 'none'}\n"
-        f"# POST {guard.url.rstrip('/')}/chat/completions"
-    )
-    texts = [m["content"] for m in body["messages"] if isinstance(m.get("content"), str)]
-    kwargs = body.get("chat_template_kwargs", {})
-    policy_kwarg = guard.policy_kwarg
-    shown = [header, json.dumps(body, indent=2, ensure_ascii=False)]
-    for text in texts:
-        shown += ["# message text, as the model reads it:", text]
-    if policy_kwarg and policy_kwarg in kwargs:
-        shown += [
-            f"# chat_template_kwargs.{policy_kwarg}, as the model reads it:",
-            kwargs[policy_kwarg],
-        ]
+        f"({guard.protocol}), regions: {', '.join(profile.regions) or 'none'}, "
+        f"policy_mode: {tenant.policy_mode}, {len(calls)} call(s) in parallel"
+    ]
+    protocol = GUARD_PROTOCOLS[guard.protocol](guard)
+    for number, call in enumerate(calls, start=1):
+        body = protocol.build_request(call)
+        shown += [f"# call {number}: POST {guard.url.rstrip('/')}/chat/completions"]
+        shown += [json.dumps(body, indent=2, ensure_ascii=False)]
+        shown += _texts(body)
     return "\n".join(shown)
+
+
+def _texts(body: dict[str, object]) -> list[str]:
+    """Multi-line strings as the model reads them (JSON escapes hide their lines)."""
+    messages = body.get("messages")
+    texts = [
+        ("message text", m["content"])
+        for m in (messages if isinstance(messages, list) else [])
+        if isinstance(m, dict) and isinstance(m.get("content"), str) and "\n" in m["content"]
+    ]
+    kwargs = body.get("chat_template_kwargs")
+    if isinstance(kwargs, dict):
+        texts += [(f"chat_template_kwargs.{k}", kwargs[k]) for k in EXCLUSIVE_KWARGS if k in kwargs]
+    return [line for label, text in texts for line in (f"# {label}, as the model reads it:", text)]

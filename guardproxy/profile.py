@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from guardproxy.errors import RequestError
-from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES
 from guardproxy.policy import (
     CategoryAction,
     CustomCategory,
@@ -110,11 +109,17 @@ def _direction(
 ) -> DirectionRules:
     custom = _custom_categories(tenant, chain)
     actions = _actions(policy.categories, custom, chain, direction, policy.default)
-    suppressed = frozenset(c for c in NEMOTRON_CATEGORIES if actions.get(c) == "allow")
+    custom_names = {c.name for c in custom}
+    suppressed = frozenset(
+        name for name, action in actions.items() if action == "allow" and name not in custom_names
+    )
     guard_policy = GuardPolicy(
         suppressed,
         tuple((c.name, c.description) for c in custom if actions.get(c.name) != "allow"),
         _rules_text(tenant, chain),
+        tenant.policy_mode,
+        tenant.extra_categories,
+        controversial=tenant.controversial,
     )
     reasoning = tenant.reasoning if policy.reasoning is None else policy.reasoning
     return DirectionRules(actions, policy.default, guard_policy, reasoning)

@@ -38,8 +38,10 @@ def test_a_suppressed_category_passes(start_proxy: ProxyFactory) -> None:
         model="m", messages=ask("How do I kill the process?")
     )
     assert answer.choices[0].message.content == proxy.upstream.reply
-    assert "S1: Violence." not in guard_kwargs(proxy)["custom_policy"]
-    assert "S2: Sexual." in guard_kwargs(proxy)["custom_policy"]
+    taxonomy = guard_kwargs(proxy)["custom_taxonomy"].splitlines()
+    assert "- Violence" not in taxonomy
+    assert "- Sexual" in taxonomy
+    assert "custom_policy" not in guard_kwargs(proxy)
 
 
 def test_a_custom_category_blocks(start_proxy: ProxyFactory) -> None:
@@ -50,15 +52,14 @@ def test_a_custom_category_blocks(start_proxy: ProxyFactory) -> None:
     proxy.guard.unsafe_phrases = {"otherbank": ["Competitor Promotion"]}
     answer = proxy.client().chat.completions.create(model="m", messages=ask("Is OtherBank better?"))
     assert answer.choices[0].finish_reason == "content_filter"
-    assert (
-        "S24: Competitor Promotion.\nNaming a rival bank." in guard_kwargs(proxy)["custom_policy"]
-    )
+    taxonomy = guard_kwargs(proxy)["custom_taxonomy"].splitlines()
+    assert "- Competitor Promotion (Naming a rival bank.)" in taxonomy
     assert proxy.upstream.requests == []
 
 
-def test_default_policy_sends_no_custom_policy(proxy: Proxy) -> None:
+def test_default_policy_sends_nvidias_standard_request(proxy: Proxy) -> None:
     proxy.client().chat.completions.create(model="m", messages=ask("hello"))
-    assert "custom_policy" not in guard_kwargs(proxy)
+    assert guard_kwargs(proxy) == {"enable_thinking": False, "request_categories": "/categories"}
 
 
 def test_flagged_category_is_allowed_and_recorded(start_proxy: ProxyFactory) -> None:
@@ -78,7 +79,7 @@ def test_region_header_outside_the_tenants_list_is_400(start_proxy: ProxyFactory
         model="m", messages=ask("hi"), extra_headers={"X-Guardproxy-Region": "FR"}
     )
     assert allowed.choices[0].message.content == proxy.upstream.reply
-    assert "France (FR):" in guard_kwargs(proxy)["custom_policy"]
+    assert "France (FR):" in guard_kwargs(proxy)["custom_taxonomy"]
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
             model="m", messages=ask("hi"), extra_headers={"X-Guardproxy-Region": "JP"}

@@ -66,7 +66,10 @@ def test_validation_errors_name_file_and_line(tmp_path: Path) -> None:
     )
     found = problems(path)
     assert "policies/a.yaml:3: colour: unknown key" in found
-    assert "policies/b.yaml:4: input.categories: unknown category 'Violense'" in found
+    assert (
+        "policies/b.yaml:4: input.categories: unknown category 'Violense' "
+        "(did you mean 'Violence'?)" in found
+    )
     assert any(
         p.startswith("policies/c.yaml:4: redaction.patterns.0.regex: invalid regex") for p in found
     )
@@ -94,7 +97,8 @@ def test_region_packs_are_checked(tmp_path: Path) -> None:
         {"DE.yaml": "region: DE\nname: Germany\ncategories:\n  input: {Nope: block}\n"},
     )
     assert problems(path) == [
-        "policies/regions/DE.yaml:4: categories.input: unknown category 'Nope'"
+        "policies/regions/DE.yaml:4: categories.input: unknown category 'Nope' "
+        "(a name the guard returns that the proxy does not know goes in extra_categories)"
     ]
 
 
@@ -117,10 +121,11 @@ def test_policy_show_prints_what_the_guard_receives(
     config = str(REPO / "guardproxy.example.yaml")
     assert main(["policy", "show", "bank", "--config", config, "--region", "FR"]) == 0
     shown = capsys.readouterr().out
-    assert '"custom_policy": "S1: Violence.' in shown
+    assert '"custom_taxonomy": "- Violence\\n- Sexual' in shown
+    assert "custom_policy" not in shown
     assert "European Union (EU):" in shown
     assert "France (FR):" in shown
-    assert "Competitor Promotion.\\nRecommending another bank" in shown
+    assert "- Competitor Promotion (Recommending another bank" in shown
     assert main(["policy", "show", "devtools", "--config", config, "--effective"]) == 0
     effective = capsys.readouterr().out
     assert "needs_caution: allow" in effective

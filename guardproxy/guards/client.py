@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -21,9 +22,10 @@ from tenacity import (
 )
 
 from guardproxy.config import GuardSettings
-from guardproxy.errors import GuardUnavailable, UnparseableVerdict
-from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol
-from guardproxy.verdict import GuardInput, Verdict
+from guardproxy.errors import GuardError, GuardUnavailable, UnparseableVerdict
+from guardproxy.guards.completion import wants_reasoning
+from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls
+from guardproxy.verdict import GuardInput, Verdict, combine_separate
 
 logger = logging.getLogger(__name__)
 
@@ -47,20 +49,62 @@ class HttpGuard:
         self._settings = settings
         self._protocol = protocol
         self._url = f"{settings.url.rstrip('/')}/chat/completions"
+        self._warned_no_trace = False
 
     async def classify(self, check: GuardInput) -> Verdict:
         """Judge one check. Raises `GuardUnavailable` or `UnparseableVerdict`, never guesses."""
-        body = self._protocol.build_request(check)
-        logger.debug("guard %r request: %s", self._settings.model, body)
-        response = await self._post(body)
-        logger.debug("guard %r answer: %s", self._settings.model, response.text)
-        return self._protocol.parse(_decode(response), check)
+        calls = guard_calls(check)
+        if len(calls) == 1:
+            return await self._classify_one(calls[0])
+        # policy_mode: separate. Both calls at once, so latency is the slower one, not the sum.
+        return combine_separate(*await self._both(calls[0], calls[1]), check.direction)
 
-    async def _post(self, body: dict[str, Any]) -> httpx.Response:
-        timeout_s = self._settings.timeout_s
+    async def _both(self, first: GuardInput, second: GuardInput) -> tuple[Verdict, Verdict]:
+        """Both verdicts, for the audit. An unsafe one wins over the other call's failure."""
+        results = await asyncio.gather(
+            self._classify_one(first), self._classify_one(second), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        verdicts = [r for r in results if isinstance(r, Verdict)]
+        for error in errors:
+            if not isinstance(error, GuardError):
+                raise error
+        if errors and not any(v.is_unsafe(first.direction) for v in verdicts):
+            raise errors[0]
+        unrated = Verdict(user=None, response=None, raw=str(errors[0]) if errors else "")
+        pair = [r if isinstance(r, Verdict) else unrated for r in results]
+        return pair[0], pair[1]
+
+    async def _classify_one(self, check: GuardInput) -> Verdict:
+        body = self._protocol.build_request(check)
+        reasoning = wants_reasoning(check, self._settings)
+        logger.debug("guard %r request: %s", self._settings.model, body)
+        response = await self._post(body, self._timeout(reasoning))
+        logger.debug("guard %r answer: %s", self._settings.model, response.text)
+        verdict = self._protocol.parse(_decode(response), check)
+        if reasoning and verdict.reasoning is None:
+            return self._without_trace(verdict)
+        return verdict
+
+    def _timeout(self, reasoning: bool) -> float:
+        settings = self._settings
+        return settings.reasoning_timeout_s if reasoning else settings.timeout_s
+
+    def _without_trace(self, verdict: Verdict) -> Verdict:
+        """A trace was asked for and none came (build.nvidia.com ignores `enable_thinking`)."""
+        if not self._warned_no_trace:
+            self._warned_no_trace = True
+            logger.warning(
+                "guard %r returned no reasoning trace although one was asked for; its verdicts "
+                "are reasoning-off verdicts (the audit records reasoning: unavailable)",
+                self._settings.model,
+            )
+        return replace(verdict, reasoning_unavailable=True)
+
+    async def _post(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
         try:
             async with asyncio.timeout(timeout_s):
-                return await self._post_with_retries(body, _now() + timeout_s)
+                return await self._post_with_retries(body, _now() + timeout_s, timeout_s)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GuardUnavailable(f"guard timed out after {timeout_s} s") from exc
         except httpx.HTTPStatusError as exc:
@@ -69,14 +113,13 @@ class HttpGuard:
             name = self._settings.model
             raise GuardUnavailable(f"guard {name!r} unreachable: {_describe(exc)}") from exc
 
-    async def _post_with_retries(self, body: dict[str, Any], deadline: float) -> httpx.Response:
+    async def _post_with_retries(
+        self, body: dict[str, Any], deadline: float, timeout_s: float
+    ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
             wait=wait_random_exponential(multiplier=RETRY_MULTIPLIER_S, max=RETRY_MAX_WAIT_S),
-            stop=(
-                stop_after_attempt(self._settings.retries + 1)
-                | stop_before_delay(self._settings.timeout_s)
-            ),
+            stop=(stop_after_attempt(self._settings.retries + 1) | stop_before_delay(timeout_s)),
             before_sleep=self._log_retry,
             reraise=True,
         )

@@ -100,6 +100,26 @@ def response_rating(rating: Safety | None, check: GuardInput, key: str, raw: str
     return rating
 
 
+def raw_turns(check: GuardInput, image: bool = True) -> list[dict[str, Any]]:
+    """The check as plain chat turns, for guards whose own template builds the prompt: the
+    user turn (image part first, if any and if the model sees images), then the answer."""
+    content: str | list[dict[str, Any]] = check.prompt
+    if image and check.image_url is not None:
+        content = [
+            {"type": "image_url", "image_url": {"url": check.image_url}},
+            {"type": "text", "text": check.prompt},
+        ]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+    if check.response is not None:
+        messages.append({"role": "assistant", "content": check.response})
+    return messages
+
+
+def last_turn_rating(rating: Safety, check: GuardInput) -> tuple[Safety | None, Safety | None]:
+    """(user, response) for a guard that rates only the last turn it was sent."""
+    return (rating, None) if check.response is None else (None, rating)
+
+
 def _first_choice(completion: dict[str, Any]) -> dict[str, Any]:
     choices = completion.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):

@@ -1,12 +1,15 @@
 """Nemotron-3 / 3.5 Content Safety: raw chat turns in, `User Safety: ...` lines out.
 
-Wire format: guard-protocols.md §2 and §2.3 (NVIDIA's vLLM example on the build.nvidia.com card,
-NeMo Guardrails `nemotron_content_safety_parse_*` parsers). The chat template supplies the task
-and taxonomy, so no system message and no instruction text are sent.
+Wire format: nemotron-3.5-v1.1.md §2 (NVIDIA's v1.1 cookbooks, NeMo Guardrails 0.25), which
+supersedes guard-protocols.md §2.3. The chat template supplies the task and the S1..S24
+taxonomy, so no system message and no instruction text are sent. A tenant's policy travels in
+one of the two documented, mutually exclusive kwargs: `custom_taxonomy` (Mode B, a category
+list) or `custom_policy` (Mode A, free text that replaces the built-in behaviour).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -24,17 +27,23 @@ from guardproxy.guards.completion import (
 from guardproxy.guards.taxonomy import (
     NEMOTRON_CATEGORIES,
     parse_category_list,
-    policy_numbering,
-    render_policy,
+    render_custom_policy,
+    render_custom_taxonomy,
 )
-from guardproxy.verdict import GuardInput, Safety, Verdict
+from guardproxy.verdict import GuardInput, GuardPolicy, Safety, Verdict
 
-# NVIDIA's vLLM example payload [BUILD-N3x]: max_tokens 100, temperature 0.01, top_p 0.95.
-DEFAULT_PARAMS = MappingProxyType({"max_tokens": 100, "temperature": 0.01, "top_p": 0.95})
+# NVIDIA's 3.5 cookbooks: temperature 0; 64-128 tokens without a trace, 1024 with one.
+DEFAULT_PARAMS = MappingProxyType({"max_tokens": 128, "temperature": 0})
 USER_SAFETY = "User Safety"
 RESPONSE_SAFETY = "Response Safety"
 SAFETY_CATEGORIES = "Safety Categories"
 FIELDS = (USER_SAFETY, RESPONSE_SAFETY, SAFETY_CATEGORIES)
+CUSTOM_TAXONOMY = "custom_taxonomy"
+CUSTOM_POLICY = "custom_policy"
+POLICY_KWARGS = (CUSTOM_TAXONOMY, CUSTOM_POLICY)
+# How the template renders the judged answer; SGLang needs it folded into the user text
+# because its chat endpoint refuses a conversation that ends on an assistant turn [CB-sglang].
+ANSWER_WRAPPER = "\nresponse: agent:  ### Answer: "
 
 
 class NemotronContentSafety:
@@ -44,13 +53,11 @@ class NemotronContentSafety:
         self._settings = settings
 
     def build_request(self, check: GuardInput) -> dict[str, Any]:
-        messages = _messages(check)
-        policy_text = _policy_text(check)
-        if policy_text and self._settings.policy_message:
-            # A system turn with the policy (off by default: reportedly dropped by the template).
-            messages.insert(0, {"role": "system", "content": policy_text})
-        body = chat_body(self._settings, messages, DEFAULT_PARAMS)
-        body["chat_template_kwargs"] = self._template_kwargs(check, policy_text)
+        reasoning = wants_reasoning(check, self._settings)
+        body = chat_body(self._settings, self._messages(check), DEFAULT_PARAMS)
+        if reasoning and "max_tokens" not in self._settings.params:
+            body["max_tokens"] = self._settings.reasoning_max_tokens
+        body["chat_template_kwargs"] = self._template_kwargs(check.policy, reasoning)
         return body
 
     def parse(self, completion: dict[str, Any], check: GuardInput) -> Verdict:
@@ -58,45 +65,48 @@ class NemotronContentSafety:
         fields = read_fields(answer, FIELDS)
         if USER_SAFETY not in fields:
             raise UnparseableVerdict(f"guard answer has no {USER_SAFETY!r} line", answer.raw)
-        return Verdict(
+        categories = parse_category_list(fields.get(SAFETY_CATEGORIES, ""), NEMOTRON_CATEGORIES)
+        verdict = Verdict(
             user=parse_safety(fields[USER_SAFETY], answer.raw),
             response=_response_safety(fields, check, answer),
-            categories=parse_category_list(
-                fields.get(SAFETY_CATEGORIES, ""), self.numbering(check)
-            ),
+            categories=categories,
             reasoning=answer.reasoning,
             raw=answer.raw,
+            mode=None if check.policy.is_default else check.policy.mode,
         )
+        # Mode A may answer without categories (§3 item 1): that is the policy speaking.
+        violation = check.policy.mode == "policy" and not categories
+        return verdict if not violation else _policy_violation(verdict, check)
 
-    def _template_kwargs(self, check: GuardInput, policy_text: str) -> dict[str, Any]:
+    def _template_kwargs(self, policy: GuardPolicy, reasoning: bool) -> dict[str, Any]:
         categories = "/categories" if self._settings.request_categories else "/no_categories"
-        defaults: dict[str, Any] = {
-            "request_categories": categories,
-            # Nemotron 3.5 reads this kwarg (NeMo's content_safety_vision example config).
-            "enable_thinking": wants_reasoning(check, self._settings),
-        }
-        kwarg = self._settings.policy_kwarg
-        if policy_text and kwarg:
-            # Nemotron 3.5's custom-policy mode; the kwarg name is UNCONFIRMED (§2.3), hence
-            # configurable. A tenant with the default policy sends nothing extra.
-            defaults[kwarg] = policy_text
-        return defaults | self._settings.chat_template_kwargs
+        kwargs: dict[str, Any] = {"enable_thinking": reasoning, "request_categories": categories}
+        if not policy.is_default:
+            kwargs |= {POLICY_KWARG[policy.mode]: _policy_text(policy)}
+        return kwargs | self._settings.chat_template_kwargs
 
-    def numbering(self, check: GuardInput) -> tuple[str, ...]:
-        return policy_numbering(NEMOTRON_CATEGORIES, check.policy)
-
-
-def _policy_text(check: GuardInput) -> str:
-    return "" if check.policy.is_default else render_policy(NEMOTRON_CATEGORIES, check.policy)[0]
+    def _messages(self, check: GuardInput) -> list[dict[str, Any]]:
+        if check.response is not None and self._settings.response_in_user_turn:
+            folded = GuardInput(check.prompt + ANSWER_WRAPPER + check.response, check.image_url)
+            return [{"role": "user", "content": _user_content(folded)}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": _user_content(check)}]
+        if check.response is not None:
+            # The assistant turn is what makes the model rate the response at all.
+            messages.append({"role": "assistant", "content": check.response})
+        return messages
 
 
-def _messages(check: GuardInput) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = [{"role": "user", "content": _user_content(check)}]
-    if check.response is not None:
-        # The assistant turn is what makes the model rate the response at all.
-        content = [{"type": "text", "text": check.response}]
-        messages.append({"role": "assistant", "content": content})
-    return messages
+POLICY_KWARG = {"taxonomy": CUSTOM_TAXONOMY, "policy": CUSTOM_POLICY}
+
+
+def _policy_text(policy: GuardPolicy) -> str:
+    if policy.mode == "policy":
+        return render_custom_policy(NEMOTRON_CATEGORIES, policy)
+    return render_custom_taxonomy(NEMOTRON_CATEGORIES, policy)
+
+
+def _policy_violation(verdict: Verdict, check: GuardInput) -> Verdict:
+    return replace(verdict, policy_violation=verdict.is_unsafe(check.direction))
 
 
 def _user_content(check: GuardInput) -> str | list[dict[str, Any]]:

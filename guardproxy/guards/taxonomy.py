@@ -2,7 +2,9 @@
 
 Two numberings exist and must never be mixed (guard-protocols.md §4): the 8B guards and
 Nemotron-3 use 23 names (S13 "Needs Caution", S14 "Other"); the Reasoning-4B prompt drops
-"Other", so its S14..S22 are the 8B list's S15..S23.
+"Other", so its S14..S22 are the 8B list's S15..S23. Nemotron 3.5 (v1.1) injects S1..S24: the
+first 23 are this list, the name of S24 is unconfirmed (nemotron-3.5-v1.1.md §2.5), so a name
+the proxy does not know is never an error (it takes the direction's `default`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def render_taxonomy(categories: Sequence[str]) -> str:
 
 
 RULES_HEADING = "Additional policy rules:"
+POLICY_PREAMBLE = "Content is unsafe if it falls into any of these categories:"
 
 
 def render_policy(base: Sequence[str], policy: GuardPolicy) -> tuple[str, tuple[str, ...]]:
@@ -76,6 +79,36 @@ def render_policy(base: Sequence[str], policy: GuardPolicy) -> tuple[str, tuple[
     return "\n".join(lines), numbering
 
 
+def render_custom_taxonomy(base: Sequence[str], policy: GuardPolicy) -> str:
+    """Nemotron 3.5 Mode B: NVIDIA's `- Name (description)` lines (custom_policy_cookbook), the
+    kept built-ins first, then custom categories, then the rules as a block after the list."""
+    kept = [f"- {name}" for name in (*base, *policy.extra) if name not in policy.suppressed]
+    custom = [_bullet(name, description) for name, description in policy.custom]
+    return _with_rules([*kept, *custom], policy.rules)
+
+
+def render_custom_policy(base: Sequence[str], policy: GuardPolicy) -> str:
+    """Nemotron 3.5 Mode A free text: it replaces the built-in behaviour entirely, so a full
+    policy restates the categories to keep; a rules-only call sends the rules alone."""
+    if not policy.lists_categories:
+        return policy.rules.strip()
+    listed = render_custom_taxonomy(
+        base, GuardPolicy(policy.suppressed, policy.custom, "", extra=policy.extra)
+    )
+    return _with_rules([POLICY_PREAMBLE, listed], policy.rules)
+
+
+def _bullet(name: str, description: str) -> str:
+    text = " ".join(description.split())
+    return f"- {name} ({text})" if text else f"- {name}"
+
+
+def _with_rules(lines: list[str], rules: str) -> str:
+    if rules.strip():
+        lines = [*lines, "", RULES_HEADING, rules.strip()]
+    return "\n".join(lines)
+
+
 def policy_numbering(base: Sequence[str], policy: GuardPolicy) -> tuple[str, ...]:
     """What `S<n>` means under `policy`: the base list, then its custom categories."""
     return (*base, *(name for name, _ in policy.custom))
@@ -91,11 +124,18 @@ def canonical_category(raw: str, numbering: Sequence[str] = NEMOTRON_CATEGORIES)
     if code is not None:
         index = int(code.group(1)) - 1
         return numbering[index] if index < len(numbering) else name
+    return _known(name, numbering) or _known(_without_description(name), numbering) or name
+
+
+def _known(name: str, numbering: Sequence[str]) -> str | None:
     folded = name.casefold()
-    for known in (*numbering, *NEMOTRON_CATEGORIES):
-        if known.casefold() == folded:
-            return known
-    return name
+    return next((k for k in (*numbering, *NEMOTRON_CATEGORIES) if k.casefold() == folded), None)
+
+
+def _without_description(name: str) -> str:
+    """`Name (description)` as a Mode B list spells it, should the model echo the line."""
+    head, found, _ = name.partition(" (")
+    return head.strip().rstrip(".") if found and name.endswith(")") else name.rstrip(".")
 
 
 def parse_category_list(

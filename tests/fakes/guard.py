@@ -1,8 +1,12 @@
-"""A fake Nemotron guard served the way vLLM serves it, speaking each guard's exact grammar.
+"""A fake guard served the way vLLM serves it, speaking each guard's exact grammar.
 
 Request shapes and verdict grammars follow NVIDIA's model cards for Nemotron-3-Content-Safety,
-Nemotron-Content-Safety-Reasoning-4B and Llama-3.1-Nemotron-Safety-Guard-8B-v3, and the parsers
-in NeMo Guardrails `nemoguardrails/llm/output_parsers.py`.
+Nemotron-Content-Safety-Reasoning-4B and Llama-3.1-Nemotron-Safety-Guard-8B-v3, the parsers in
+NeMo Guardrails `nemoguardrails/llm/output_parsers.py`, Nemotron 3.5's v1.1 interface
+(nemotron-3.5-v1.1.md) and the Llama Guard, Qwen3Guard and Granite Guardian cards
+(guard-protocols.md §6). Documented misbehaviours are reproduced: a trace cut off by
+`max_tokens` (`finish_reason: "length"`), no newline after `</think>`, Mode A answering
+without categories, a hosted endpoint that ignores `enable_thinking`.
 Run as a process for benchmarks:
     python -m tests.fakes.guard --port P --protocol nemotron-content-safety [--delay-s X]
 """
@@ -13,7 +17,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NamedTuple
@@ -40,6 +44,39 @@ VLLM_ERROR_TYPES = {
     501: "NotImplementedError",
 }
 REQUEST_CATEGORIES = {"/categories": True, "/no_categories": False}
+# Nemotron 3.5's documented kwargs [CB-vllm kwarg table]; the two custom ones are exclusive.
+CUSTOM_TAXONOMY, CUSTOM_POLICY = "custom_taxonomy", "custom_policy"
+ANSWER_WRAPPER = "\nresponse: agent:  ### Answer: "
+# A trace of the length NVIDIA captured (~630-720 characters), for reasoning-on answers.
+DEFAULT_TRACE = (
+    "The user message asks for something and I must check it against the safety policy. "
+    "Looking at the categories: S1: Violence, S3: Criminal Planning/Confessions, "
+    "S9: PII/Privacy, S22: Illegal Activity. The request does not obviously fall into "
+    "any of them, but I should consider whether the intent could be harmful. "
+    "User Safety: safe would apply if the request is benign. The ground truth label "
+    "depends on whether any category matches the text literally or by implication. "
+    "Considering the wording, the phrases used and the context given, I weigh the most "
+    "likely reading of the message and decide on the final assessment now. Response "
+    "Safety is assessed the same way when an answer is present."
+)
+CHARS_PER_TOKEN = 4
+LLAMA_GUARD_CODES = {
+    "Violence": "S1",
+    "Criminal Planning/Confessions": "S2",
+    "Sexual (minor)": "S4",
+    "PII/Privacy": "S7",
+    "Guns and Illegal Weapons": "S9",
+    "Hate/Identity Hate": "S10",
+    "Sexual": "S12",
+}
+QWEN_NAMES = {
+    "Violence": "Violent",
+    "Criminal Planning/Confessions": "Non-violent Illegal Acts",
+    "Guns and Illegal Weapons": "Violent",
+    "PII/Privacy": "PII",
+    "Sexual": "Sexual Content or Sexual Acts",
+}
+GRANITE_CRITERIA = {"Violence": "violence", "Guns and Illegal Weapons": "violence"}
 REASONING_TOGGLES = {"/think": True, "/no_think": False}
 HUMAN_MARKER = "Human user:\n"
 ASSISTANT_MARKER = "\n\nAI assistant:\n"
@@ -65,6 +102,10 @@ class ParsedCheck:
     image_url: str | None = None
     reasoning: bool = False
     categories: bool = True
+    taxonomy: str | None = None  # Nemotron 3.5 Mode B: the custom_taxonomy text
+    policy: str | None = None  # Nemotron 3.5 Mode A: the custom_policy text
+    criterion: str | None = None  # Granite Guardian: guardian_config.criteria_id
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +133,17 @@ class FakeGuardState:
     fail_times: int = 0
     garbage: str | None = None
     delay_s: float = 0.0
-    think: str | None = None
+    think: str | None = DEFAULT_TRACE
+    think_separator: str = ""  # after `</think>`: NVIDIA's captures show none
+    ignore_thinking: bool = False  # build.nvidia.com: enable_thinking is silently ignored
+    # phrase -> a word of the tenant's rules; unsafe only where a custom text carries it
+    rule_phrases: dict[str, str] = field(default_factory=dict)
+    mode_a_categories: bool = False  # Mode A naming categories (undocumented either way)
+    controversial_phrases: list[str] = field(default_factory=list)  # Qwen3Guard's third tier
+    hold_until: int = 0  # hold each request until this many are in flight at once
+    in_flight: int = 0
+    max_in_flight: int = 0
+    all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     model: str | None = None
     image_judge: ImageJudge | None = None  # image URL -> categories that make it unsafe
     requests: list[GuardRequest] = field(default_factory=list)
@@ -156,19 +207,67 @@ def _only_text(message: dict[str, Any]) -> str:
     return _text_and_image(message, max_images=0)[0]
 
 
-def parse_content_safety(body: Any) -> ParsedCheck:
-    """Nemotron-3 CS: [user (text + optional image), optional assistant], template kwargs."""
-    messages = _messages(body, ("user", "assistant"))
-    prompt, image_url = _text_and_image(messages[0])
-    response = _only_text(messages[1]) if len(messages) == 2 else None
+def _kwargs(body: Any) -> dict[str, Any]:
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
         raise MalformedRequest("chat_template_kwargs must be an object")
+    return kwargs
+
+
+def _max_tokens(body: Any) -> int | None:
+    value = body.get("max_tokens")
+    return value if isinstance(value, int) else None
+
+
+def parse_content_safety(body: Any) -> ParsedCheck:
+    """Nemotron-3 / 3.5 CS: [user (text + optional image), optional assistant], kwargs.
+
+    An answer folded into the user text with the template's wrapper (SGLang) counts as the
+    assistant turn. Mode A and Mode B together are refused: NVIDIA defines no such input."""
+    messages = _messages(body, ("user", "assistant"))
+    prompt, image_url = _text_and_image(messages[0])
+    response = _only_text(messages[1]) if len(messages) == 2 else None
+    if response is None and ANSWER_WRAPPER in prompt:
+        prompt, _, response = prompt.partition(ANSWER_WRAPPER)
+    kwargs = _kwargs(body)
     wanted = kwargs.get("request_categories", "/no_categories")
     thinking = kwargs.get("enable_thinking", False)
     if wanted not in REQUEST_CATEGORIES or not isinstance(thinking, bool):
         raise MalformedRequest("bad request_categories or enable_thinking")
-    return ParsedCheck(prompt, response, image_url, thinking, REQUEST_CATEGORIES[wanted])
+    taxonomy, policy = kwargs.get(CUSTOM_TAXONOMY), kwargs.get(CUSTOM_POLICY)
+    if taxonomy is not None and policy is not None:
+        raise MalformedRequest("custom_taxonomy and custom_policy are mutually exclusive")
+    if not all(isinstance(t, str | None) for t in (taxonomy, policy)):
+        raise MalformedRequest("custom_taxonomy and custom_policy must be strings")
+    return ParsedCheck(
+        prompt,
+        response,
+        image_url,
+        thinking,
+        REQUEST_CATEGORIES[wanted],
+        taxonomy=taxonomy,
+        policy=policy,
+        max_tokens=_max_tokens(body),
+    )
+
+
+def parse_raw_turns(body: Any) -> ParsedCheck:
+    """Llama Guard, Qwen3Guard, Granite Guardian: the turns as they are, the template's own."""
+    messages = _messages(body, ("user", "assistant"))
+    prompt, image_url = _text_and_image(messages[0])
+    response = _only_text(messages[1]) if len(messages) == 2 else None
+    kwargs = _kwargs(body)
+    config = kwargs.get("guardian_config")
+    criterion = config.get("criteria_id") if isinstance(config, dict) else None
+    think = kwargs.get("think", False)
+    return ParsedCheck(
+        prompt,
+        response,
+        image_url,
+        reasoning=think is True,
+        criterion=criterion if isinstance(criterion, str) else None,
+        max_tokens=_max_tokens(body),
+    )
 
 
 def _between(text: str, start: str, end: str) -> str:
@@ -207,12 +306,46 @@ def _safety(unsafe: bool) -> str:
 
 
 def render_content_safety(check: ParsedCheck, judgement: Judgement) -> str:
+    """One categories line shared by both turns, listed whenever either turn is unsafe."""
     lines = [f"User Safety: {_safety(judgement.prompt_unsafe)}"]
     if judgement.response_unsafe is not None:
         lines.append(f"Response Safety: {_safety(judgement.response_unsafe)}")
-    if check.categories and judgement.categories:
+    unsafe = judgement.prompt_unsafe or judgement.response_unsafe
+    if check.categories and judgement.categories and unsafe:
         lines.append(f"Safety Categories: {', '.join(judgement.categories)}")
     return "\n".join(lines)
+
+
+def render_llama_guard(check: ParsedCheck, judgement: Judgement) -> str:
+    """Rates the last turn only: `safe`, or `unsafe` and a line of codes."""
+    unsafe = judgement.prompt_unsafe if check.response is None else judgement.response_unsafe
+    if not unsafe:
+        return "safe"
+    codes = dict.fromkeys(LLAMA_GUARD_CODES.get(c, "S2") for c in judgement.categories)
+    return "unsafe" + (f"\n{','.join(codes)}" if codes else "")
+
+
+def render_qwen3guard(check: ParsedCheck, judgement: Judgement) -> str:
+    unsafe = judgement.prompt_unsafe if check.response is None else judgement.response_unsafe
+    tier = "Controversial" if "Controversial" in judgement.categories else _tier(unsafe)
+    names = [QWEN_NAMES.get(c, "Unethical Acts") for c in judgement.categories]
+    names = [n for n in dict.fromkeys(names) if n != "Unethical Acts" or tier != "Controversial"]
+    lines = [f"Safety: {tier}", f"Categories: {', '.join(names) if unsafe else 'None'}"]
+    if check.response is not None:
+        lines.append("Refusal: " + ("Yes" if "can't" in check.response.lower() else "No"))
+    return "\n".join(lines)
+
+
+def _tier(unsafe: bool | None) -> str:
+    return "Unsafe" if unsafe else "Safe"
+
+
+def render_granite(check: ParsedCheck, judgement: Judgement) -> str:
+    """`yes` when the last turn shows the risk the criterion names (`harm`: any)."""
+    unsafe = judgement.prompt_unsafe if check.response is None else judgement.response_unsafe
+    criteria = {GRANITE_CRITERIA.get(c, "harm") for c in judgement.categories}
+    risky = bool(unsafe) and (check.criterion == "harm" or check.criterion in criteria)
+    return f"<score> {'yes' if risky else 'no'} </score>"
 
 
 def _harm(unsafe: bool | None) -> str:
@@ -237,10 +370,13 @@ PROTOCOLS = {
     "nemotron-content-safety": GuardProtocol(parse_content_safety, render_content_safety),
     "nemotron-reasoning": GuardProtocol(parse_reasoning, render_reasoning),
     "nemotron-safety-guard-8b": GuardProtocol(parse_safety_guard, render_safety_guard),
+    "llama-guard": GuardProtocol(parse_raw_turns, render_llama_guard),
+    "qwen3guard": GuardProtocol(parse_raw_turns, render_qwen3guard),
+    "granite-guardian": GuardProtocol(parse_raw_turns, render_granite),
 }
 
 
-def _matches(text: str, phrases: dict[str, list[str]]) -> list[str]:
+def _matches(text: str, phrases: Iterable[str]) -> list[str]:
     return [phrase for phrase in phrases if phrase.lower() in text.lower()]
 
 
@@ -258,6 +394,66 @@ def judge(
     return Judgement(prompt_unsafe, response_unsafe, list(dict.fromkeys(categories + in_image)))
 
 
+def judge_custom(check: ParsedCheck, state: FakeGuardState) -> Judgement:
+    """Nemotron 3.5 with a custom text. Mode B judges only by the listed names (echoed as
+    listed) and the rules after the list; Mode A judges by its free text and names none."""
+    listed, rules = _split_taxonomy(check.taxonomy) if check.taxonomy is not None else ({}, "")
+    text = check.policy if check.policy is not None else rules
+
+    def turn(content: str) -> tuple[bool, list[str]]:
+        named = [
+            c for p in _matches(content, state.unsafe_phrases) for c in state.unsafe_phrases[p]
+        ]
+        if check.policy is not None:
+            hits = [c for c in named if c.casefold() in check.policy.casefold()]
+        else:
+            hits = [listed[c.casefold()] for c in named if c.casefold() in listed]
+        ruled = any(
+            phrase.lower() in content.lower() and word.lower() in text.lower()
+            for phrase, word in state.rule_phrases.items()
+        )
+        return bool(hits) or ruled, hits
+
+    prompt_unsafe, prompt_hits = turn(check.prompt)
+    response_unsafe, response_hits = turn(check.response or "")
+    categories = list(dict.fromkeys(prompt_hits + response_hits))
+    if check.policy is not None and not state.mode_a_categories:
+        categories = []
+    response = None if check.response is None else response_unsafe
+    return Judgement(prompt_unsafe, response, categories)
+
+
+def _split_taxonomy(taxonomy: str) -> tuple[dict[str, str], str]:
+    """NVIDIA's Mode B string: `- Name (description)` lines, then free text after them."""
+    listed: dict[str, str] = {}
+    lines = taxonomy.splitlines()
+    for number, line in enumerate(lines):
+        if not line.startswith("- "):
+            return listed, "\n".join(lines[number:])
+        name = line[2:].strip()
+        if name.endswith(")") and " (" in name and name.casefold() not in KNOWN_PARENS:
+            name = name[: name.index(" (")]
+        listed[name.casefold()] = name
+    return listed, ""
+
+
+KNOWN_PARENS = {"sexual (minor)"}
+
+
+def _judgement(state: FakeGuardState, check: ParsedCheck) -> Judgement:
+    custom = check.taxonomy is not None or check.policy is not None
+    result = (
+        judge_custom(check, state)
+        if custom
+        else judge(check, state.unsafe_phrases, state.image_judge)
+    )
+    if state.protocol == "qwen3guard" and _matches(
+        check.response or check.prompt, state.controversial_phrases
+    ):
+        return Judgement(True, None if check.response is None else True, ["Controversial"])
+    return result
+
+
 def _take_failure(state: FakeGuardState) -> int | None:
     status = state.fail_status
     if status is not None and state.fail_times > 0:
@@ -267,14 +463,18 @@ def _take_failure(state: FakeGuardState) -> int | None:
     return status
 
 
-def _answer(state: FakeGuardState, check: ParsedCheck) -> str:
+def _answer(state: FakeGuardState, check: ParsedCheck) -> tuple[str, str]:
+    """The answer's content and finish_reason; a trace longer than `max_tokens` is cut off
+    inside `<think>`, as NVIDIA saw with 64 tokens."""
     if state.garbage is not None:
-        return state.garbage
-    protocol = PROTOCOLS[state.protocol]
-    content = protocol.render(check, judge(check, state.unsafe_phrases, state.image_judge))
-    if check.reasoning and state.think is not None:
-        return f"<think>\n{state.think}\n</think>\n\n{content}"
-    return content
+        return state.garbage, "stop"
+    content = PROTOCOLS[state.protocol].render(check, _judgement(state, check))
+    if check.reasoning and state.think is not None and not state.ignore_thinking:
+        content = f"<think>\n{state.think}\n\n</think>{state.think_separator}{content}"
+    budget = None if check.max_tokens is None else check.max_tokens * CHARS_PER_TOKEN
+    if budget is not None and len(content) > budget:
+        return content[:budget], "length"
+    return content, "stop"
 
 
 async def _judge_request(state: FakeGuardState, body: Any, headers: dict[str, str]) -> Response:
@@ -291,7 +491,16 @@ async def _judge_request(state: FakeGuardState, body: Any, headers: dict[str, st
     if status is not None:
         return vllm_error(status, "The fake guard was told to fail.")
     prompt_tokens = sum(count_words(message_text(m)) for m in body["messages"])
-    return JSONResponse(chat_completion(str(model), _answer(state, check), prompt_tokens))
+    content, finish_reason = _answer(state, check)
+    return JSONResponse(chat_completion(str(model), content, prompt_tokens, finish_reason))
+
+
+async def _hold(state: FakeGuardState) -> None:
+    """With `hold_until` N, answer nothing until N requests are in flight together: calls
+    made one after another then never complete (the client's deadline ends them)."""
+    if state.max_in_flight >= state.hold_until:
+        state.all_arrived.set()
+    await state.all_arrived.wait()
 
 
 def create_fake_guard(state: FakeGuardState) -> Starlette:
@@ -301,8 +510,14 @@ def create_fake_guard(state: FakeGuardState) -> Starlette:
 
     async def chat_completions(request: Request) -> Response:
         _, body = await read_json(request)
-        await asyncio.sleep(state.delay_s)
-        return await _judge_request(state, body, dict(request.headers))
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
+        try:
+            await _hold(state)
+            await asyncio.sleep(state.delay_s)
+            return await _judge_request(state, body, dict(request.headers))
+        finally:
+            state.in_flight -= 1
 
     async def list_models(request: Request) -> Response:
         name = state.model or DEFAULT_MODEL

@@ -104,10 +104,12 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def chat_completion(model: str, content: str, prompt_tokens: int) -> dict[str, Any]:
+def chat_completion(
+    model: str, content: str, prompt_tokens: int, finish_reason: str = "stop"
+) -> dict[str, Any]:
     """A complete non-streamed `chat.completion` object answering `content`."""
     message = {"role": "assistant", "content": content, "refusal": None}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
     return {
         "id": new_completion_id(),
         "object": "chat.completion",

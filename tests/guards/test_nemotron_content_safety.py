@@ -37,18 +37,17 @@ def test_input_check_sends_the_prompt_as_a_plain_user_string() -> None:
     assert _guard().build_request(INPUT_CHECK) == {
         "model": MODEL,
         "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": 100,
-        "temperature": 0.01,
-        "top_p": 0.95,
-        "chat_template_kwargs": {"request_categories": "/categories", "enable_thinking": False},
+        "max_tokens": 128,
+        "temperature": 0,
+        "chat_template_kwargs": {"enable_thinking": False, "request_categories": "/categories"},
     }
 
 
-def test_output_check_adds_the_response_as_an_assistant_text_part() -> None:
+def test_output_check_adds_the_response_as_a_plain_assistant_string() -> None:
     body = _guard().build_request(OUTPUT_CHECK)
     assert body["messages"] == [
         {"role": "user", "content": PROMPT},
-        {"role": "assistant", "content": [{"type": "text", "text": RESPONSE}]},
+        {"role": "assistant", "content": RESPONSE},
     ]
 
 
@@ -62,7 +61,7 @@ def test_image_goes_first_in_a_parts_list_as_in_nvidias_example() -> None:
                 {"type": "text", "text": PROMPT},
             ],
         },
-        {"role": "assistant", "content": [{"type": "text", "text": RESPONSE}]},
+        {"role": "assistant", "content": RESPONSE},
     ]
 
 
@@ -88,7 +87,7 @@ def test_categories_can_be_switched_off() -> None:
 
 def test_settings_params_override_and_extend_the_defaults() -> None:
     body = _guard(params={"max_tokens": 20, "seed": 7}).build_request(INPUT_CHECK)
-    assert (body["max_tokens"], body["temperature"], body["seed"]) == (20, 0.01, 7)
+    assert (body["max_tokens"], body["temperature"], body["seed"]) == (20, 0, 7)
 
 
 def test_settings_chat_template_kwargs_win_over_the_computed_ones() -> None:
