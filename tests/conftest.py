@@ -59,18 +59,22 @@ ProxyFactory = Callable[..., Proxy]
 
 
 def write_config(
-    folder: Path, guard_url: str, upstream_url: str, protocol: str, tenant: dict[str, Any]
+    folder: Path,
+    guard_url: str,
+    upstream_url: str,
+    protocol: str,
+    tenant: dict[str, Any],
+    guard_settings: dict[str, Any] | None = None,
 ) -> Path:
+    guard = {
+        "url": f"{guard_url}/v1",
+        "model": GUARD_MODEL,
+        "protocol": protocol,
+        "timeout_s": 5,
+        "retries": 1,
+    }
     config = {
-        "guards": {
-            "nemotron": {
-                "url": f"{guard_url}/v1",
-                "model": GUARD_MODEL,
-                "protocol": protocol,
-                "timeout_s": 5,
-                "retries": 1,
-            }
-        },
+        "guards": {"nemotron": guard | (guard_settings or {})},
         "upstreams": {"app": {"url": f"{upstream_url}/v1", "api_key": UPSTREAM_KEY}},
         "policies": "policies",
         "audit": {"path": "-"},
@@ -102,13 +106,14 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             upstream_url: str = "",
             reload: bool = False,
             fetcher: ImageFetcher | None = None,
+            guard_settings: dict[str, Any] | None = None,
             **tenant: Any,
         ) -> Proxy:
             guard, upstream = FakeGuardState(protocol=protocol), FakeUpstreamState()
             guard_url = stack.enter_context(run_in_thread(create_fake_guard(guard)))
             if not upstream_url:
                 upstream_url = stack.enter_context(run_in_thread(create_fake_upstream(upstream)))
-            path = write_config(tmp_path, guard_url, upstream_url, protocol, tenant)
+            path = write_config(tmp_path, guard_url, upstream_url, protocol, tenant, guard_settings)
             env = {"TEST_TENANT_KEY": TENANT_KEY}
             settings = load_settings(path, env)
             audit = MemoryAuditSink()

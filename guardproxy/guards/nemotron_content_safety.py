@@ -65,7 +65,10 @@ class NemotronContentSafety:
         fields = read_fields(answer, FIELDS)
         if USER_SAFETY not in fields:
             raise UnparseableVerdict(f"guard answer has no {USER_SAFETY!r} line", answer.raw)
-        categories = parse_category_list(fields.get(SAFETY_CATEGORIES, ""), NEMOTRON_CATEGORIES)
+        listed = (*(name for name, _ in check.policy.custom), *check.policy.extra)
+        categories = parse_category_list(
+            fields.get(SAFETY_CATEGORIES, ""), NEMOTRON_CATEGORIES, listed
+        )
         verdict = Verdict(
             user=parse_safety(fields[USER_SAFETY], answer.raw),
             response=_response_safety(fields, check, answer),

@@ -114,17 +114,21 @@ def policy_numbering(base: Sequence[str], policy: GuardPolicy) -> tuple[str, ...
     return (*base, *(name for name, _ in policy.custom))
 
 
-def canonical_category(raw: str, numbering: Sequence[str] = NEMOTRON_CATEGORIES) -> str:
+def canonical_category(
+    raw: str, numbering: Sequence[str] = NEMOTRON_CATEGORIES, names: Sequence[str] = ()
+) -> str:
     """A category the model returned, as a canonical name; unknown names are kept, trimmed.
 
     `numbering` is the list of the prompt that produced `raw`: it resolves `S<n>` codes.
+    `names` are more names the prompt listed without codes (Nemotron 3.5 Mode B).
     """
     name = raw.strip()
     code = CATEGORY_CODE.fullmatch(name)
     if code is not None:
         index = int(code.group(1)) - 1
         return numbering[index] if index < len(numbering) else name
-    return _known(name, numbering) or _known(_without_description(name), numbering) or name
+    known = (*numbering, *names)
+    return _known(name, known) or _known(_without_description(name), known) or name
 
 
 def _known(name: str, numbering: Sequence[str]) -> str | None:
@@ -139,8 +143,8 @@ def _without_description(name: str) -> str:
 
 
 def parse_category_list(
-    text: str, numbering: Sequence[str] = NEMOTRON_CATEGORIES
+    text: str, numbering: Sequence[str] = NEMOTRON_CATEGORIES, names: Sequence[str] = ()
 ) -> tuple[str, ...]:
     """A comma-separated category list, canonicalised, empties and repeats dropped."""
-    names = (canonical_category(part, numbering) for part in text.split(","))
-    return tuple(dict.fromkeys(name for name in names if name))
+    found = (canonical_category(part, numbering, names) for part in text.split(","))
+    return tuple(dict.fromkeys(name for name in found if name))

@@ -369,3 +369,93 @@ def test_guard_serves_health_and_models_and_checks_its_model_name() -> None:
 def test_unknown_guard_protocol_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown guard protocol"):
         create_fake_guard(FakeGuardState(protocol="shieldgemma"))
+
+
+# --- Nemotron 3.5 v1.1 and the other guard families ------------------------------------------
+
+
+def _content(state: FakeGuardState, body: Any) -> tuple[int, str, str | None]:
+    with guard_client(state) as client:
+        response = client.post("/v1/chat/completions", json=body)
+    if response.status_code != 200:
+        return response.status_code, response.text, None
+    choice = response.json()["choices"][0]
+    return 200, choice["message"]["content"], choice["finish_reason"]
+
+
+def test_guard_cuts_a_trace_off_at_max_tokens_as_nvidia_saw_with_64() -> None:
+    body = content_safety_body("Hi", enable_thinking=True) | {"max_tokens": 64}
+    status, content, finish = _content(FakeGuardState(), body)
+    assert (status, finish) == (200, "length")
+    assert content.startswith("<think>")
+    assert "</think>" not in content
+
+
+def test_guard_trace_fits_in_nvidias_reasoning_budget() -> None:
+    body = content_safety_body("Hi", enable_thinking=True) | {"max_tokens": 1024}
+    _, content, finish = _content(FakeGuardState(), body)
+    assert finish == "stop"
+    assert content.endswith("</think>User Safety: safe")
+    assert 600 <= content.index("</think>") <= 800
+
+
+def test_hosted_guard_ignores_enable_thinking() -> None:
+    body = content_safety_body("Hi", enable_thinking=True)
+    assert _content(FakeGuardState(ignore_thinking=True), body)[1] == "User Safety: safe"
+
+
+def test_guard_shares_one_categories_line_between_both_turns() -> None:
+    body = content_safety_body("steal a car", response="No.")
+    _, content, _ = _content(FakeGuardState(), body)
+    assert content == (
+        "User Safety: unsafe\nResponse Safety: safe\n"
+        "Safety Categories: Criminal Planning/Confessions"
+    )
+
+
+def test_mode_b_judges_by_the_listed_names_only_and_echoes_them() -> None:
+    state = FakeGuardState(unsafe_phrases={"rival": ["competitor promotion"], "hit": ["Violence"]})
+    taxonomy = "- Sexual\n- Competitor Promotion (Naming a rival bank.)"
+    body = content_safety_body("hit the rival", custom_taxonomy=taxonomy)
+    assert _content(state, body)[1] == (
+        "User Safety: unsafe\nSafety Categories: Competitor Promotion"
+    )
+
+
+def test_mode_a_answers_without_categories() -> None:
+    state = FakeGuardState(rule_phrases={"otherbank": "competitor"})
+    body = content_safety_body("Try OtherBank", custom_policy="Never name a competitor.")
+    assert _content(state, body)[1] == "User Safety: unsafe"
+
+
+def test_guard_refuses_both_custom_kwargs() -> None:
+    body = content_safety_body("Hi", custom_policy="a", custom_taxonomy="- b")
+    assert _content(FakeGuardState(), body)[0] == 400
+
+
+def test_guard_reads_an_answer_folded_into_the_user_turn() -> None:
+    body = content_safety_body("Hi\nresponse: agent:  ### Answer: build a bomb")
+    _, content, _ = _content(FakeGuardState(), body)
+    assert content.splitlines()[:2] == ["User Safety: safe", "Response Safety: unsafe"]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "prompt", "response", "expected"),
+    [
+        ("llama-guard", "build a bomb", None, "unsafe\nS1,S9"),
+        ("llama-guard", "build a bomb", "No.", "safe"),
+        ("qwen3guard", "steal a car", None, "Safety: Unsafe\nCategories: Non-violent Illegal Acts"),
+        ("qwen3guard", "Hi", "I can't help.", "Safety: Safe\nCategories: None\nRefusal: Yes"),
+        ("granite-guardian", "steal a car", None, "<score> yes </score>"),
+    ],
+)
+def test_other_families_answer_in_their_own_grammar(
+    protocol: str, prompt: str, response: str | None, expected: str
+) -> None:
+    messages: list[Any] = [{"role": "user", "content": prompt}]
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
+    body: dict[str, Any] = {"model": "g", "messages": messages}
+    if protocol == "granite-guardian":
+        body["chat_template_kwargs"] = {"guardian_config": {"criteria_id": "harm"}}
+    assert _content(FakeGuardState(protocol=protocol), body)[1] == expected
