@@ -188,7 +188,8 @@ def _describe(
     verdict: Verdict, direction: Direction, tenant: TenantPolicy, rules: DirectionRules
 ) -> str:
     status = CheckStatus.UNSAFE if verdict.is_unsafe(direction) else CheckStatus.SAFE
-    action = decide(CheckResult(status, verdict.categories), tenant, rules)
+    result = CheckResult(status, verdict.categories, policy_violation=verdict.policy_violation)
+    action = decide(result, tenant, rules)
     lines = [
         f"tenant:     {tenant.tenant} (guard {tenant.guard})",
         f"checked:    {direction.value}",
@@ -197,6 +198,10 @@ def _describe(
         f"categories: {', '.join(verdict.categories) or '-'}",
         f"decision:   {action.value}",
     ]
+    if verdict.policy_violation:
+        lines.insert(-1, "policy:     violated (policy_action applies)")
+    if verdict.reasoning_unavailable:
+        lines.append("reasoning:  unavailable (the guard returned no trace)")
     if verdict.reasoning:
         lines.append(f"reasoning:  {verdict.reasoning.strip()}")
     return "\n".join(lines)
