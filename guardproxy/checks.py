@@ -215,7 +215,8 @@ def _combine(
     unsafe = [v for v in verdicts if v.is_unsafe(direction)]
     categories = tuple(dict.fromkeys(c for v in unsafe for c in v.categories))
     unknown = {c for check, v in done for c in v.categories if c not in known_names(check.policy)}
-    shared = [c for v in unsafe if v.user is Safety.UNSAFE and v.response for c in v.categories]
+    both = [v for v in unsafe if v.user is Safety.UNSAFE and v.response is Safety.UNSAFE]
+    shared = [c for v in both for c in v.categories]
     return CheckResult(
         CheckStatus.UNSAFE if unsafe else CheckStatus.SAFE,
         categories,

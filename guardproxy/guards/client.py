@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import replace
 from typing import Any
 
@@ -24,7 +25,7 @@ from tenacity import (
 from guardproxy.config import GuardSettings
 from guardproxy.errors import GuardError, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.completion import wants_reasoning
-from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls
+from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
 from guardproxy.verdict import GuardInput, Verdict, combine_separate
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class HttpGuard:
         self._protocol = protocol
         self._url = f"{settings.url.rstrip('/')}/chat/completions"
         self._warned_no_trace = False
+        # Category names no taxonomy here knows (Nemotron 3.5's S24), counted per guard.
+        self.unknown_categories: Counter[str] = Counter()
 
     async def classify(self, check: GuardInput) -> Verdict:
         """Judge one check. Raises `GuardUnavailable` or `UnparseableVerdict`, never guesses."""
@@ -82,9 +85,22 @@ class HttpGuard:
         response = await self._post(body, self._timeout(reasoning))
         logger.debug("guard %r answer: %s", self._settings.model, response.text)
         verdict = self._protocol.parse(_decode(response), check)
+        self._count_unknown(verdict, check)
         if reasoning and verdict.reasoning is None:
             return self._without_trace(verdict)
         return verdict
+
+    def _count_unknown(self, verdict: Verdict, check: GuardInput) -> None:
+        known = known_names(check.policy)
+        for name in (c for c in verdict.categories if c not in known):
+            if not self.unknown_categories[name]:
+                logger.warning(
+                    "guard %r returned category %r, which no taxonomy here knows: it takes the "
+                    "default action (list it in a tenant's extra_categories to give it one)",
+                    self._settings.model,
+                    name,
+                )
+            self.unknown_categories[name] += 1
 
     def _timeout(self, reasoning: bool) -> float:
         settings = self._settings

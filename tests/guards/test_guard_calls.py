@@ -156,3 +156,16 @@ async def test_no_trace_without_reasoning_is_not_marked(
 ) -> None:
     respx_mock.post(ENDPOINT).mock(return_value=_answer("User Safety: safe"))
     assert not (await _guard(client).classify(GuardInput(PROMPT))).reasoning_unavailable
+
+
+async def test_unknown_categories_are_counted_and_logged_once_per_name(
+    client: httpx.AsyncClient, respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    content = "User Safety: unsafe\nSafety Categories: Unsafe Code Execution, Threat"
+    respx_mock.post(ENDPOINT).mock(return_value=_answer(content))
+    guard = _guard(client)
+    with caplog.at_level(logging.WARNING, logger="guardproxy.guards.client"):
+        for _ in range(2):
+            await guard.classify(GuardInput(PROMPT))
+    assert guard.unknown_categories == {"Unsafe Code Execution": 2}
+    assert len([r for r in caplog.records if "Unsafe Code Execution" in r.getMessage()]) == 1
