@@ -94,7 +94,10 @@ def test_replies_are_chosen_by_the_last_user_message(
     assert ask(llm, "Hello").choices[0].message.content == REPLY
 
 
-def test_stream_with_usage_sends_openai_chunk_sequence(llm: openai.OpenAI) -> None:
+def test_stream_with_usage_sends_openai_chunk_sequence(
+    llm: openai.OpenAI, upstream_state: FakeUpstreamState
+) -> None:
+    upstream_state.framing = "openai"
     with ask(llm, stream=True, stream_options={"include_usage": True}) as stream:
         chunks = list(stream)
     assert {chunk.id for chunk in chunks} == {chunks[0].id}
@@ -110,6 +113,28 @@ def test_stream_with_usage_sends_openai_chunk_sequence(llm: openai.OpenAI) -> No
     assert usage.usage.completion_tokens == len(REPLY_TOKENS)
 
 
+def test_stream_with_usage_sends_vllms_chunk_sequence_by_default(upstream_url: str) -> None:
+    body = {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    with httpx.Client() as client:
+        response = client.post(f"{upstream_url}/v1/chat/completions", json=body)
+    events = response.content.decode().split("\n\n")
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+    first, *tokens, usage = chunks
+    assert [c["choices"][0]["delta"]["content"] for c in tokens] == REPLY_TOKENS
+    # finish_reason rides on the last content chunk; no chunk but the last has `usage`.
+    assert tokens[-1]["choices"][0]["finish_reason"] == "stop"
+    assert [c["choices"][0]["finish_reason"] for c in tokens[:-1]] == [None] * (len(tokens) - 1)
+    assert all("usage" not in chunk for chunk in [first, *tokens])
+    assert usage["choices"] == []
+    assert set(usage["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert "system_fingerprint" in usage
+
+
 def test_stream_raw_bytes_use_sse_framing_and_end_with_done(upstream_url: str) -> None:
     body = {"model": "m1", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     with httpx.Client() as client:
@@ -122,9 +147,10 @@ def test_stream_raw_bytes_use_sse_framing_and_end_with_done(upstream_url: str) -
     assert all("usage" not in chunk for chunk in chunks)
     assert chunks[-1]["choices"][0] == {
         "index": 0,
-        "delta": {},
+        "delta": {"content": REPLY_TOKENS[-1]},
         "logprobs": None,
         "finish_reason": "stop",
+        "stop_reason": None,
     }
 
 

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible LLM that speaks OpenAI's chat-completions wire format exactly.
+"""A fake OpenAI-compatible LLM that speaks the chat-completions wire format exactly, in vLLM's
+stream framing (the default) or OpenAI's.
 
 Run as a process for benchmarks:
     python -m tests.fakes.upstream --port P [--ttft-s X --token-interval-s Y --reply-tokens N]
@@ -56,6 +57,7 @@ class FakeUpstreamState:
     deltas: list[dict[str, Any]] | None = None
     message: dict[str, Any] | None = None
     ignore_stream: bool = False  # answer stream requests with a plain JSON completion
+    framing: str = "vllm"  # or "openai": see _Stream
     open_streams: int = 0
     streams_closed_early: int = 0
     streams_completed: int = 0
@@ -159,9 +161,15 @@ def _pick_reply(state: FakeUpstreamState, messages: list[Any]) -> str:
 
 
 class _Stream:
-    """Builds the SSE events of one streamed completion, OpenAI's framing byte for byte."""
+    """Builds the SSE events of one streamed completion, byte for byte in one of two framings.
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    `vllm` (the default; seen on vLLM 0.32, vllm-cpu.md §4b): `finish_reason` rides on the last
+    content chunk, non-final chunks carry no `usage` key, `system_fingerprint` is on the final
+    chunk only. `openai`: a separate empty-delta finish chunk, `usage: null` on every chunk
+    when usage is asked for.
+    """
+
+    def __init__(self, model: str, include_usage: bool, framing: str = "vllm") -> None:
         self.base = {
             "id": new_completion_id(),
             "object": "chat.completion.chunk",
@@ -169,16 +177,32 @@ class _Stream:
             "model": model,
         }
         self.include_usage = include_usage
+        self.framing = framing
 
-    def event(self, choices: list[dict[str, Any]], usage_info: Any = None) -> bytes:
-        chunk = {**self.base, "choices": choices}
-        if self.include_usage:
-            chunk["usage"] = usage_info
+    def event(self, choices: list[dict[str, Any]]) -> bytes:
+        chunk: dict[str, Any] = {**self.base, "choices": choices}
+        if self.framing == "openai" and self.include_usage:
+            chunk["usage"] = None
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        if self.framing == "vllm" and finish_reason is not None:
+            choice["stop_reason"] = None
         return self.event([choice])
+
+    def body(self, deltas: list[dict[str, Any]]) -> list[bytes]:
+        """Every event after the role chunk and before the usage chunk."""
+        if self.framing == "openai":
+            return [*(self.delta(d) for d in deltas), self.delta({}, finish_reason="stop")]
+        last = deltas[-1] if deltas else {"content": ""}
+        return [*(self.delta(d) for d in deltas[:-1]), self.delta(last, finish_reason="stop")]
+
+    def usage_event(self, usage_info: dict[str, int]) -> bytes:
+        chunk = {**self.base, "choices": [], "usage": usage_info}
+        if self.framing == "vllm":
+            chunk["system_fingerprint"] = "fake-vllm"
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 async def _stream_events(
@@ -190,13 +214,12 @@ async def _stream_events(
         await asyncio.sleep(state.ttft_s)
         yield stream.delta({"role": "assistant", "content": ""})
         deltas = state.deltas or [{"content": token} for token in tokens]
-        for index, delta in enumerate(deltas):
-            if index:
+        for index, event in enumerate(stream.body(deltas)):
+            if 0 < index < len(deltas):
                 await asyncio.sleep(state.token_interval_s)
-            yield stream.delta(delta)
-        yield stream.delta({}, finish_reason="stop")
+            yield event
         if stream.include_usage:
-            yield stream.event([], usage(prompt_tokens, len(tokens)))
+            yield stream.usage_event(usage(prompt_tokens, len(tokens)))
         yield DONE_EVENT
         finished = True
     finally:
@@ -232,7 +255,7 @@ async def _complete(state: FakeUpstreamState, body: dict[str, Any]) -> Response:
     if body.get("stream") is True and not state.ignore_stream:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        stream = _Stream(body["model"], include_usage)
+        stream = _Stream(body["model"], include_usage, state.framing)
         return ClosingStreamingResponse(_stream_events(state, stream, tokens, prompt_tokens))
     # A non-streamed answer arrives when the whole generation would have finished.
     await asyncio.sleep(state.ttft_s + state.token_interval_s * max(len(tokens) - 1, 0))
