@@ -21,6 +21,7 @@ from guardproxy.audit import AuditSink, JsonlAuditSink
 from guardproxy.chat import parse_chat_request
 from guardproxy.checks import Guard
 from guardproxy.config import Settings
+from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
 from guardproxy.exchange import Exchange
 from guardproxy.guards.client import build_guard
@@ -81,11 +82,15 @@ def create_app(
 ) -> Starlette:
     """Build the proxy. `transport` replaces the network in tests; `audit` the JSONL file;
     `reload` (a policy loader) turns on hot reload: file changes in the policies folder and
-    SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers)."""
+    SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers). Guards
+    with `engine: vllm` are started with the app and stopped with it."""
+    settings = resolve_engine_urls(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        app.state.engines = build_engines(settings.guards)
         async with (
+            running(app.state.engines),
             httpx.AsyncClient(limits=GUARD_LIMITS, transport=transport) as guard_client,
             httpx.AsyncClient(limits=UPSTREAM_LIMITS, transport=transport) as upstream_client,
             fetcher or ImageFetcher() as image_fetcher,
@@ -251,6 +256,9 @@ async def readyz(request: Request) -> Response:
         "guards": guards,
         "upstreams": upstreams,
     }
+    engines = request.app.state.engines
+    if engines:
+        body["engines"] = {name: engine.status.view() for name, engine in engines.items()}
     return JSONResponse(body, 200 if ready else 503)
 
 

