@@ -164,17 +164,30 @@ class VllmEngine:
             logger.info("[engine %s] %s", self.name, line.decode(errors="replace").rstrip())
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
-        """SIGTERM to the whole process group, SIGKILL after a grace period."""
-        if process.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
+        """SIGTERM to the whole process group, SIGKILL to whatever is left after a grace
+        period: vLLM's EngineCore and workers are children of the server."""
+        _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
+        # Nothing signals the end of a process group but polling it.
+        while _group_alive(process.pid) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        _signal_group(process.pid, signal.SIGKILL)
+        await process.wait()
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def resolve_engine_urls(settings: Settings) -> Settings:

@@ -162,9 +162,9 @@ class GuardProtocol(NamedTuple):
     render: Callable[[ParsedCheck, Judgement], str]
 
 
-def vllm_error(status: int, message: str) -> JSONResponse:
+def vllm_error(status: int, message: str, param: str | None = None) -> JSONResponse:
     kind = VLLM_ERROR_TYPES.get(status, HTTPStatus(status).phrase)
-    error = {"message": message, "type": kind, "param": None, "code": status}
+    error = {"message": message, "type": kind, "param": param, "code": status}
     return JSONResponse({"error": error}, status_code=status)
 
 
@@ -485,7 +485,9 @@ async def _judge_request(state: FakeGuardState, body: Any, headers: dict[str, st
         return vllm_error(400, str(exc))
     model = body.get("model", state.model or DEFAULT_MODEL)
     if state.model is not None and model != state.model:
-        return vllm_error(404, f"The model `{model}` does not exist.")
+        served = state.model
+        message = f"The model `{model}` does not exist. Valid aliases: {served}."
+        return vllm_error(404, message, param="model")
     state.requests.append(GuardRequest(body, headers, check))
     status = _take_failure(state)
     if status is not None:

@@ -389,7 +389,15 @@ def test_guard_serves_health_and_models_and_checks_its_model_name() -> None:
         wrong_model = client.post("/v1/chat/completions", json=content_safety_body("Hi"))
     assert models["data"][0]["id"] == "nvidia/nemotron-3-content-safety"
     assert wrong_model.status_code == 404
-    assert wrong_model.json()["error"]["type"] == "NotFoundError"
+    # vLLM 0.32's shape, as the real-engine tier sees it (tests/engine/test_engine_wire.py).
+    assert wrong_model.json()["error"] == {
+        "message": (
+            "The model `cs` does not exist. Valid aliases: nvidia/nemotron-3-content-safety."
+        ),
+        "type": "NotFoundError",
+        "param": "model",
+        "code": 404,
+    }
 
 
 def test_unknown_guard_protocol_is_refused() -> None:

@@ -1,0 +1,123 @@
+"""The embedded guard on a real vLLM: `engine: vllm` in guardproxy.yaml, nothing else to start.
+Readiness waits for the engine, a killed engine is restarted while requests fail closed, and
+shutdown stops it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from guardproxy.app import create_app
+from guardproxy.audit import MemoryAuditSink
+from guardproxy.config import load_settings
+from guardproxy.policy_loader import load_policies
+from tests.engine.conftest import ENGINE_ENV, TENANT_KEY, engine_env, engine_python, forced
+from tests.fakes.server import run_in_thread
+from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
+
+READY_S = 300.0
+HI: list[Any] = [{"role": "user", "content": "hi"}]
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = READY_S) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, "condition not reached"
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def group_rss_mb(pid: int) -> float:
+    """Resident memory of every process in the engine's process group."""
+    total_kb = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry.name)) != pid:
+                continue
+            status = (entry / "status").read_text()
+        except (ProcessLookupError, FileNotFoundError, PermissionError):
+            continue
+        rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+        total_kb += int(rss[0].split()[1]) if rss else 0
+    return total_kb / 1024
+
+
+def _config(folder: Path, model: Path, upstream_url: str) -> Path:
+    cache = {
+        k: v for k, v in engine_env().items() if k in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
+    }
+    guard = {
+        "engine": "vllm",
+        "model": str(model),
+        "engine_python": engine_python(),
+        "engine_args": {"max_model_len": 2048, "dtype": "float32", "enforce_eager": True},
+        "engine_env": {**ENGINE_ENV, **cache},
+        "params": forced("User Safety: safe\nResponse Safety: safe"),
+        "timeout_s": 30,
+        "retries": 0,
+    }
+    config = {
+        "guards": {"embedded": guard},
+        "upstreams": {"app": {"url": f"{upstream_url}/v1"}},
+        "policies": "policies",
+        "audit": {"path": "-"},
+    }
+    tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "embedded", "upstream": "app"}
+    (folder / "policies").mkdir()
+    (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
+    (folder / "guardproxy.yaml").write_text(yaml.safe_dump(config))
+    return folder / "guardproxy.yaml"
+
+
+def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
+    tiny_model: Path, tmp_path: Path, report: dict[str, Any]
+) -> None:
+    upstream = FakeUpstreamState()
+    with run_in_thread(create_fake_upstream(upstream)) as upstream_url:
+        settings = load_settings(_config(tmp_path, tiny_model, upstream_url), {})
+        app = create_app(settings, load_policies(settings, {}), audit=MemoryAuditSink())
+        with run_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
+            start_s = wait_for(lambda: http.get("/readyz").status_code == 200)
+            engine = app.state.engines["embedded"]
+            pid = engine.status.pid
+            assert pid is not None
+            report["embedded_guard"] = {
+                "start_s": round(start_s, 1),
+                "rss_mb": round(group_rss_mb(pid)),
+            }
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key=TENANT_KEY, max_retries=0)
+            with client:
+                answer = client.chat.completions.create(model="m", messages=HI)
+                assert answer.choices[0].message.content == upstream.reply
+                os.killpg(pid, signal.SIGKILL)
+                wait_for(lambda: engine.status.state != "ready", 30)
+                with pytest.raises(openai.InternalServerError) as caught:
+                    client.chat.completions.create(model="m", messages=HI)
+                assert caught.value.status_code == 503
+                restart_s = wait_for(lambda: http.get("/readyz").status_code == 200)
+                report["embedded_guard"]["restart_s"] = round(restart_s, 1)
+                again = client.chat.completions.create(model="m", messages=HI)
+                assert again.choices[0].message.content == upstream.reply
+            assert http.get("/readyz").json()["engines"]["embedded"]["restarts"] == 1
+            last = engine.status.pid
+    assert last is not None
+    wait_for(lambda: not _group_alive(last), 30)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
