@@ -253,7 +253,7 @@ class ChatFlow:
             raise
         if moderator.cut_off is not None and not moderator.released:
             return await self._blocked_before_release(moderator.cut_off, events, reply)
-        response = sse_response(_prepend(first, events), reply, self.exchange)
+        response = sse_response(_prepend(first, events), reply, self.exchange, True)
         response.closers.append(reply.aclose)
         return response
 

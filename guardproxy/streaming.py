@@ -123,9 +123,16 @@ async def _masked(chunks: AsyncIterator[bytes], masking: EventMasker) -> AsyncIt
 
 
 def sse_response(
-    content: AsyncGenerator[bytes], reply: UpstreamReply, exchange: Exchange
+    content: AsyncGenerator[bytes],
+    reply: UpstreamReply,
+    exchange: Exchange,
+    checked_as_it_flows: bool = False,
 ) -> GuardedStream:
+    """`checked_as_it_flows`: the headers leave while the rest of the answer is still to be
+    checked, so they say `pending` for the output, never `safe`."""
     headers = {**reply.headers, **SSE_HEADERS, **exchange.headers()}
+    if checked_as_it_flows:
+        headers["x-guardproxy-output"] = "pending"
     return GuardedStream(content, headers, reply.content_type or "text/event-stream", exchange)
 
 

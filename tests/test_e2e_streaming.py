@@ -173,3 +173,16 @@ def test_a_client_leaving_mid_stream_is_audited_as_499(proxy: Proxy) -> None:
         next(line for line in lines if line.startswith("data: {"))
     wait_for(lambda: len(proxy.audit.records) == 1)
     assert proxy.audit.records[0]["status"] == 499
+
+
+def test_a_chunked_stream_says_pending_in_its_headers_and_the_outcome_in_the_audit(
+    proxy: Proxy,
+) -> None:
+    raw = proxy.client().chat.completions.with_raw_response.create(
+        model="m", messages=[SAFE], stream=True
+    )
+    assert raw.headers["x-guardproxy-output"] == "pending"
+    text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    assert text == proxy.upstream.reply
+    wait_for(lambda: len(proxy.audit.records) == 1)
+    assert proxy.audit.records[0]["output"]["status"] == "safe"
