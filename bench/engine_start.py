@@ -16,6 +16,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -66,27 +67,43 @@ def child_run(model: str, port: int) -> dict[str, float]:
         process.wait(timeout=30)
 
 
-def in_process_run(model: str) -> dict[str, float]:
+IN_PROCESS = """
+import asyncio, json, sys, time
+started = time.monotonic()
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.v1.engine.async_llm import AsyncLLM
+
+async def main():
+    engine = AsyncLLM.from_engine_args(AsyncEngineArgs(model=sys.argv[1], **ARGS))
+    async for _ in engine.generate("hi", SamplingParams(max_tokens=8), "r1"):
+        pass
+    print(RESULT + json.dumps({"start_s": time.monotonic() - started}), flush=True)
+    sys.stdin.readline()
+    engine.shutdown()
+
+if __name__ == "__main__":  # vLLM spawns its EngineCore, which re-imports this file
+    asyncio.run(main())
+"""
+RESULT = "bench-result: "
+
+
+def in_process_run(model: str, folder: Path) -> dict[str, float]:
     """One fresh interpreter per run, so imports are paid as a proxy process would pay them."""
-    code = (
-        "import asyncio,json,os,sys,time;t=time.monotonic()\n"
-        "from vllm import SamplingParams\n"
-        "from vllm.engine.arg_utils import AsyncEngineArgs\n"
-        "from vllm.v1.engine.async_llm import AsyncLLM\n"
-        "async def main():\n"
-        f"    e=AsyncLLM.from_engine_args(AsyncEngineArgs(model={model!r},**{ARGS!r}))\n"
-        "    async for _ in e.generate('hi',SamplingParams(max_tokens=8),'r1'):pass\n"
-        "    print(json.dumps({'start_s':time.monotonic()-t}),flush=True)\n"
-        "    sys.stdin.readline();e.shutdown()\n"
-        "asyncio.run(main())\n"
-    )
+    script = folder / "in_process.py"
+    script.write_text(f"ARGS = {ARGS!r}\nRESULT = {RESULT!r}\n" + IN_PROCESS)
     process = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, str(script), model], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, env={**os.environ, **ENGINE_ENV}, start_new_session=True,
     )  # fmt: skip
     assert process.stdout is not None
     assert process.stdin is not None
-    result: dict[str, float] = json.loads(process.stdout.readline())
+    for line in process.stdout:  # vLLM logs to stdout too
+        if line.startswith(RESULT.encode()):
+            result: dict[str, float] = json.loads(line[len(RESULT) :])
+            break
+    else:
+        raise RuntimeError(f"in-process engine exited with {process.wait()}")
     result["rss_mb"] = group_rss_mb(process.pid)
     process.stdin.write(b"\n")
     process.stdin.close()
@@ -102,9 +119,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"child": [], "in-process": []}
-    for _ in range(args.runs):  # interleaved, so both see the same machine state
-        runs["child"].append(child_run(args.model, args.port))
-        runs["in-process"].append(in_process_run(args.model))
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(args.runs):  # interleaved, so both see the same machine state
+            runs["child"].append(child_run(args.model, args.port))
+            runs["in-process"].append(in_process_run(args.model, Path(folder)))
     report: dict[str, Any] = {
         kind: {key: round(statistics.median(r[key] for r in results), 1)
                for key in ("start_s", "rss_mb")}
