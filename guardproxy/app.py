@@ -24,6 +24,7 @@ from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
 from guardproxy.exchange import Exchange
+from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.client import build_guard
 from guardproxy.health import probe_all
 from guardproxy.masking import Masker
@@ -124,8 +125,9 @@ def _runtime(
     upstream_client: httpx.AsyncClient,
     fetcher: ImageFetcher,
 ) -> Runtime:
+    cache = VerdictCache(settings.cache) if settings.cache.enabled else None
     guards: dict[str, Guard] = {
-        name: build_guard(guard_client, guard) for name, guard in settings.guards.items()
+        name: build_guard(guard_client, guard, cache) for name, guard in settings.guards.items()
     }
     upstreams = {
         name: build_upstream(upstream_client, upstream)

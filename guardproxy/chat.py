@@ -12,6 +12,10 @@ from typing import Any, Literal
 from guardproxy.errors import RequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Roles whose text is the operator's own, judged only with `input.judge_system: true`.
+OPERATOR_ROLES = frozenset({"system", "developer"})
+# Content part types the guards can judge; any other type is unjudged (see `unjudged_parts`).
+JUDGED_PART_TYPES = frozenset({"text", "refusal", "image_url", "video_url"})
 
 
 MediaKind = Literal["image", "video"]
@@ -20,7 +24,7 @@ MEDIA_PART_TYPES: dict[str, MediaKind] = {"image_url": "image", "video_url": "vi
 
 @dataclass(frozen=True, slots=True)
 class MediaPart:
-    """An image or video part of the last user turn, and where it sits in the request."""
+    """An image or video part of a user turn, and where it sits in the request."""
 
     kind: MediaKind
     url: str
@@ -33,13 +37,30 @@ class MediaPart:
 
 
 @dataclass(frozen=True, slots=True)
+class Turn:
+    """Text of the conversation the upstream will see, other than the last user turn's: an
+    earlier user turn, a tool or function result, a client-supplied assistant turn (its tool
+    calls included), a `name` field, or an operator message."""
+
+    path: str  # "messages[3]" or "messages[3].name"
+    role: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     raw: bytes
     body: dict[str, Any]
     model: str
     stream: bool
     prompt: str  # text of the last user turn
-    media: tuple[MediaPart, ...] = ()  # image and video parts of the last user turn
+    media: tuple[MediaPart, ...] = ()  # image and video parts of every user turn
+    history: tuple[Turn, ...] = ()
+    unjudged: tuple[str, ...] = ()  # paths of content parts no guard can judge
+
+    def turns(self, operator: bool) -> tuple[Turn, ...]:
+        """The history to judge; operator (system, developer) text only if asked."""
+        return tuple(t for t in self.history if operator or t.role not in OPERATOR_ROLES)
 
     @property
     def images(self) -> tuple[str, ...]:
@@ -55,8 +76,16 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     if not isinstance(stream, bool):
         raise RequestError("'stream' must be a boolean.", "stream")
     messages = _messages(body)
-    prompt, media = _last_user_turn(messages)
-    return ChatRequest(raw, body, model, stream, prompt, media)
+    last = _last_user_index(messages)
+    prompt = message_text(messages[last].get("content")) if last is not None else ""
+    media = tuple(
+        part
+        for index, message in enumerate(messages)
+        if message["role"] == "user"
+        for part in _media(message.get("content"), index)
+    )
+    history = tuple(turn for i, m in enumerate(messages) for turn in _turns(m, i, i == last))
+    return ChatRequest(raw, body, model, stream, prompt, media, history, _unjudged(messages))
 
 
 def _decode(raw: bytes) -> dict[str, Any]:
@@ -106,12 +135,32 @@ def _media_url(part: dict[str, Any]) -> Any:
     return media.get("url") if isinstance(media, dict) else media
 
 
-def _last_user_turn(messages: list[dict[str, Any]]) -> tuple[str, tuple[MediaPart, ...]]:
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index]["role"] == "user":
-            content = messages[index].get("content")
-            return message_text(content), _media(content, index)
-    return "", ()
+def _last_user_index(messages: list[dict[str, Any]]) -> int | None:
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    return users[-1] if users else None
+
+
+def _turns(message: dict[str, Any], index: int, is_last_user: bool) -> list[Turn]:
+    """What of one message is judged besides the last user turn's text."""
+    role, where = message["role"], f"messages[{index}]"
+    turns = []
+    if not is_last_user:
+        text = said(message) if role == "assistant" else message_text(message.get("content"))
+        turns.append(Turn(where, role, text))
+    name = message.get("name")
+    if isinstance(name, str):
+        turns.append(Turn(f"{where}.name", role, name))
+    return [turn for turn in turns if turn.text.strip()]
+
+
+def _unjudged(messages: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(
+        f"messages[{i}].content[{j}]"
+        for i, message in enumerate(messages)
+        if isinstance(message.get("content"), list)
+        for j, part in enumerate(message["content"])
+        if part["type"] not in JUDGED_PART_TYPES
+    )
 
 
 def message_text(content: Any) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
+from guardproxy.chat import Turn
 from guardproxy.errors import GuardError
 from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage
@@ -61,7 +62,10 @@ class CheckResult:
         if self.latency_ms is not None:
             result["latency_ms"] = round(self.latency_ms, 2)
         if self.verdicts:
-            result["guard_calls"] = sum(len(v.calls) or 1 for v in self.verdicts)
+            calls = [c for v in self.verdicts for c in (v.calls or (v,))]
+            result["guard_calls"] = sum(not c.cached for c in calls)
+            if any(c.cached for c in calls):
+                result["cached"] = sum(c.cached for c in calls)
         if self.parts:
             result["parts"] = list(self.parts)
         return result
@@ -132,6 +136,20 @@ def input_checks(prompt: str, images: list[GuardImage], rules: DirectionRules) -
     if not images:
         return [GuardInput(prompt, reasoning=reasoning, policy=policy)] if prompt.strip() else []
     return [GuardInput(prompt, image.url, None, reasoning, policy) for image in images]
+
+
+def conversation_checks(
+    prompt: str, images: list[GuardImage], turns: Sequence[Turn], rules: DirectionRules
+) -> tuple[list[GuardInput], list[str]]:
+    """Every input check of a request, and a label per check: the last user turn with each
+    image, then each earlier turn, tool result, assistant turn and `name`, each judged on its
+    own text (the verdict cache makes a long conversation cost only its new turns)."""
+    checks = input_checks(prompt, images, rules)
+    labels = [image.label for image in images] or ["last user turn"] * len(checks)
+    for turn in turns:
+        checks.append(GuardInput(turn.text, reasoning=rules.reasoning, policy=rules.guard_policy))
+        labels.append(f"{turn.path} ({turn.role})")
+    return checks, labels
 
 
 def output_checks(

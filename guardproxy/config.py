@@ -126,6 +126,14 @@ class UpstreamSettings(Frozen):
         return self
 
 
+class CacheSettings(Frozen):
+    """The in-process verdict cache: definite verdicts, keyed by the exact guard request."""
+
+    enabled: bool = True
+    size: int = Field(default=10_000, ge=1)
+    ttl_s: float = Field(default=3600.0, gt=0)
+
+
 class AuditSettings(Frozen):
     path: str = "audit.jsonl"  # "-" writes to stdout
     include_text: bool = False
@@ -136,6 +144,7 @@ class Settings(Frozen):
     upstreams: dict[str, UpstreamSettings] = Field(min_length=1)
     policies: str = "policies/"
     audit: AuditSettings = AuditSettings()
+    cache: CacheSettings = CacheSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -23,12 +23,12 @@ from guardproxy.checks import (
     PENDING,
     CheckResult,
     Guard,
-    input_checks,
+    conversation_checks,
     output_checks,
     run_checks,
 )
 from guardproxy.decision import Action, categories_to_redact, decide
-from guardproxy.errors import GuardproxyError, GuardUnavailable, UpstreamError
+from guardproxy.errors import GuardproxyError, GuardUnavailable, RequestError, UpstreamError
 from guardproxy.exchange import Exchange
 from guardproxy.masking import EventMasker, Masker, mask_completion, mask_request
 from guardproxy.media.fetch import ImageFetcher
@@ -80,6 +80,7 @@ async def handle_chat(
     profile = route.profile(region)
     exchange.regions = profile.regions
     exchange.expose_reasoning = tenant.expose_reasoning
+    _refuse_unjudged(request, tenant, exchange)
     media = await prepare_media(request, tenant.images, tenant.video, fetcher)
     forwarded = media.forwarded(request, tenant.images.forward)
     return await ChatFlow(route, profile, forwarded, headers, exchange, media).run()
@@ -160,8 +161,8 @@ class ChatFlow:
             return body
         rules = self.profile.input
         images = self.media.guard_images()
-        checks = input_checks(self.request.prompt, images, rules)
-        labels = [image.label for image in images]
+        turns = self.request.turns(self.tenant.input.judge_system)
+        checks, labels = conversation_checks(self.request.prompt, images, turns, rules)
         result = await run_checks(self.route.guard, checks, Direction.INPUT, labels)
         self.exchange.input = result
         action = self._act(result, rules, "input")
@@ -170,7 +171,8 @@ class ChatFlow:
         return self._blocked() if action is Action.BLOCK else body
 
     def _redact_input(self, result: CheckResult, rules: DirectionRules) -> bytes | Response:
-        types = self._redaction(result, rules, [self.request.prompt])
+        texts = [self.request.prompt, *(turn.text for turn in self.request.history)]
+        types = self._redaction(result, rules, texts)
         if types is None:
             return self._blocked()
         body, found = mask_request(self.request, self.masker, types)
@@ -342,6 +344,19 @@ class ChatFlow:
     def _count_redactions(self, direction: str, found: int) -> None:
         if found:
             self.exchange.redacted[direction] = self.exchange.redacted.get(direction, 0) + found
+
+
+def _refuse_unjudged(request: ChatRequest, tenant: TenantPolicy, exchange: Exchange) -> None:
+    """A part no guard can judge is refused (400), never passed on unchecked, unless the
+    tenant allows it; then the audit record names it."""
+    if not request.unjudged or not tenant.input.enabled:
+        return
+    if tenant.input.unjudged_parts == "allow":
+        exchange.notes.append(f"unjudged parts allowed: {', '.join(request.unjudged)}")
+        return
+    path = request.unjudged[0]
+    message = f"'{path}' has a content type the guard cannot judge, so it is not accepted."
+    raise RequestError(message, path)
 
 
 async def _abandon(call: asyncio.Task[UpstreamReply]) -> None:

@@ -49,6 +49,10 @@ class InputPolicy(Frozen):
     default: CategoryAction = "block"  # for unsafe verdicts naming no listed category
     categories: dict[str, CategoryAction] = Field(default_factory=dict)
     reasoning: OnOff | None = None  # None: the tenant's `reasoning`
+    judge_system: bool = False  # also judge system and developer messages
+    # A content part no guard can judge (`file`, `input_audio`, unknown types): refuse (400)
+    # or allow (forwarded, and recorded in the audit record).
+    unjudged_parts: Literal["refuse", "allow"] = "refuse"
 
 
 class OutputPolicy(Frozen):

@@ -93,6 +93,7 @@ class Verdict:
     refusal: bool | None = None  # Qwen3Guard: whether the judged response is a refusal
     mode: PolicyMode | None = None  # the delivery mode of the call that produced it
     calls: tuple[Verdict, ...] = ()
+    cached: bool = False  # served from the verdict cache, not by a guard call
 
     def safety(self, direction: Direction) -> Safety | None:
         return self.user if direction is Direction.INPUT else self.response

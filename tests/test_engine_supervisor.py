@@ -148,8 +148,9 @@ def test_the_proxy_serves_with_an_embedded_guard_and_fails_over_while_it_is_down
                 os.killpg(engine.status.pid, signal.SIGKILL)
                 asyncio.run(_until(lambda: engine.status.state != "ready"))
                 with pytest.raises(openai.InternalServerError) as caught:
+                    # New text: a cached verdict would be served without the guard.
                     client.chat.completions.create(
-                        model="m", messages=[{"role": "user", "content": "hi"}]
+                        model="m", messages=[{"role": "user", "content": "hi again"}]
                     )
                 assert caught.value.status_code == 503  # on_guard_error: block
                 asyncio.run(_ready(http))

@@ -24,6 +24,7 @@ from tenacity import (
 
 from guardproxy.config import GuardSettings
 from guardproxy.errors import GuardError, GuardUnavailable, UnparseableVerdict
+from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.completion import wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
 from guardproxy.verdict import GuardInput, Verdict, combine_separate
@@ -44,11 +45,16 @@ class HttpGuard:
     """A guard model behind an OpenAI-compatible `/chat/completions` endpoint."""
 
     def __init__(
-        self, client: httpx.AsyncClient, settings: GuardSettings, protocol: GuardProtocol
+        self,
+        client: httpx.AsyncClient,
+        settings: GuardSettings,
+        protocol: GuardProtocol,
+        cache: VerdictCache | None = None,
     ) -> None:
         self._client = client
         self._settings = settings
         self._protocol = protocol
+        self._cache = cache
         self._url = f"{settings.url.rstrip('/')}/chat/completions"
         self._warned_no_trace = False
         # Category names no taxonomy here knows (Nemotron 3.5's S24), counted per guard.
@@ -80,6 +86,16 @@ class HttpGuard:
 
     async def _classify_one(self, check: GuardInput) -> Verdict:
         body = self._protocol.build_request(check)
+        key = VerdictCache.key(self._url, body) if self._cache else b""
+        cached = self._cache.get(key) if self._cache else None
+        if cached is not None:
+            return cached
+        verdict = await self._call(check, body)
+        if self._cache:
+            self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
+        return verdict
+
+    async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
         reasoning = wants_reasoning(check, self._settings)
         logger.debug("guard %r request: %s", self._settings.model, body)
         response = await self._post(body, self._timeout(reasoning))
@@ -166,9 +182,11 @@ class HttpGuard:
         )
 
 
-def build_guard(client: httpx.AsyncClient, settings: GuardSettings) -> HttpGuard:
+def build_guard(
+    client: httpx.AsyncClient, settings: GuardSettings, cache: VerdictCache | None = None
+) -> HttpGuard:
     """The guard for a config entry, speaking the protocol its `protocol:` names."""
-    return HttpGuard(client, settings, GUARD_PROTOCOLS[settings.protocol](settings))
+    return HttpGuard(client, settings, GUARD_PROTOCOLS[settings.protocol](settings), cache)
 
 
 def _is_retryable(error: BaseException) -> bool:

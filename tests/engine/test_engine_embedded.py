@@ -26,6 +26,8 @@ from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
 
 READY_S = 300.0
 HI: list[Any] = [{"role": "user", "content": "hi"}]
+HI_AGAIN: list[Any] = [{"role": "user", "content": "hi again"}]
+HI_ONCE_MORE: list[Any] = [{"role": "user", "content": "hi once more"}]
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = READY_S) -> float:
@@ -103,11 +105,12 @@ def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
                 os.killpg(pid, signal.SIGKILL)
                 wait_for(lambda: engine.status.state != "ready", 30)
                 with pytest.raises(openai.InternalServerError) as caught:
-                    client.chat.completions.create(model="m", messages=HI)
+                    # New text: a cached verdict would be served without the guard.
+                    client.chat.completions.create(model="m", messages=HI_AGAIN)
                 assert caught.value.status_code == 503
                 restart_s = wait_for(lambda: http.get("/readyz").status_code == 200)
                 report["embedded_guard"]["restart_s"] = round(restart_s, 1)
-                again = client.chat.completions.create(model="m", messages=HI)
+                again = client.chat.completions.create(model="m", messages=HI_ONCE_MORE)
                 assert again.choices[0].message.content == upstream.reply
             assert http.get("/readyz").json()["engines"]["embedded"]["restarts"] == 1
             last = engine.status.pid
