@@ -111,6 +111,8 @@ def create_app(
             HttpRoute("/v1/models", list_models, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
+            # Every other API surface is refused, never relayed unchecked.
+            HttpRoute("/v1/{path:path}", unknown_api, methods=UNKNOWN_API_METHODS),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
@@ -236,6 +238,15 @@ async def list_models(request: Request) -> Response:
     except GuardproxyError as exc:
         return error_response(exc, exchange)
     return Response(reply.body, reply.status, media_type=reply.content_type)
+
+
+UNKNOWN_API_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+async def unknown_api(request: Request) -> Response:
+    """OpenAI's answer to a URL it does not serve; guardproxy judges only what it handles."""
+    message = f"Invalid URL ({request.method} {request.url.path})"
+    return JSONResponse(error_body(message, "invalid_request_error", None, None), 404)
 
 
 async def healthz(request: Request) -> Response:

@@ -47,8 +47,10 @@ class CheckResult:
     # prompt was unsafe too these may be the prompt's (nemotron-3.5-v1.1.md §2.3).
     shared_with_prompt: tuple[str, ...] = ()
 
-    def summary(self, reasoning: bool = False) -> dict[str, object]:
-        """The check as the client and the audit log see it (never the raw guard output)."""
+    def summary(self, reasoning: bool = False, detail: bool = False) -> dict[str, object]:
+        """The check as the client and the audit log see it (never the raw guard output).
+        `detail` (the audit) adds why a guard failed: its name and connection error stay out
+        of what the client sees."""
         result: dict[str, object] = {"status": self.status.value}
         if reasoning and self.reasoning:
             result["reasoning"] = list(self.reasoning)
@@ -57,7 +59,7 @@ class CheckResult:
         if self.categories:
             result["categories"] = list(self.categories)
         result |= self._details()
-        if self.error:
+        if self.error and detail:
             result["error"] = self.error
         if self.latency_ms is not None:
             result["latency_ms"] = round(self.latency_ms, 2)

@@ -80,8 +80,8 @@ class Exchange:
             "stream": self.stream,
             "action": self.action,
             "status": self.status,
-            "input": self.input.summary(reasoning=True),
-            "output": self.output.summary(reasoning=True),
+            "input": self.input.summary(reasoning=True, detail=True),
+            "output": self.output.summary(reasoning=True, detail=True),
             "upstream_ms": _round(self.upstream_ms),
             "total_ms": _round((time.perf_counter() - self.started_perf) * 1000),
         }

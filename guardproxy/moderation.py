@@ -17,6 +17,7 @@ import asyncio
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from guardproxy.chat import said
 from guardproxy.checks import CheckResult
@@ -149,6 +150,7 @@ class ChunkedModerator:
         self.final: Check | None = None
         self.tasks: list[asyncio.Task[CheckResult]] = []
         self.released = False
+        self.identity: dict[str, Any] | None = None  # the stream's id, created and model
         self.cut_off: Action | None = None
 
     async def events(self) -> AsyncGenerator[bytes]:
@@ -249,6 +251,9 @@ class ChunkedModerator:
         if event.data is not None and event.data.strip() == DONE:
             self.done_event = event.raw
             return
+        if self.identity is None:
+            chunk = chunk_of(event) or {}
+            self.identity = {k: chunk[k] for k in ("id", "created", "model") if k in chunk} or None
         await self._emit(builder.add(event), queue)
 
     async def _emit(

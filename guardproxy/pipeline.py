@@ -102,6 +102,7 @@ class ChatFlow:
         self.request, self.headers, self.exchange = request, headers, exchange
         self.masker = route.masker
         self.media = media
+        self.moderator: ChunkedModerator | None = None
 
     async def run(self) -> Response:
         parallel = self.tenant.input.enabled and self.tenant.input.mode == "parallel"
@@ -247,6 +248,7 @@ class ChatFlow:
         self.exchange.output = PENDING
         moderation = Moderation(self._check_window, self._judge_window, self._cut_off, self._failed)
         moderator = ChunkedModerator(reply, self.tenant.output, moderation, masking)
+        self.moderator = moderator
         events = moderator.events()
         try:
             first = await anext(events, b"")
@@ -297,7 +299,8 @@ class ChatFlow:
 
     def _cut_off(self, action: Action) -> list[bytes]:
         error = self.exchange.output.error
-        return blocked_events(self.request, self.exchange, action, self.tenant, error)
+        identity = self.moderator.identity if self.moderator else None
+        return blocked_events(self.request, self.exchange, action, self.tenant, error, identity)
 
     def _failed(self, error: GuardproxyError) -> None:
         self.exchange.status, _, _ = status_of(error)

@@ -39,6 +39,7 @@ ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
     (ClientDisconnected, 499, "invalid_request_error", "client_disconnected"),
 )
 BLOCKED_MESSAGE = "The request was blocked by the content policy."
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -106,7 +107,8 @@ def blocked_response(
 def _refusal_completion(
     request: ChatRequest, exchange: Exchange, refusal: str, usage: Any
 ) -> dict[str, Any]:
-    message = {"role": "assistant", "content": refusal, "refusal": None}
+    message = {"role": "assistant", "content": None, "refusal": None}
+    message[refusal_field(request)] = refusal
     return {
         "id": f"chatcmpl-gp-{exchange.request_id}",
         "object": "chat.completion",
@@ -115,30 +117,65 @@ def _refusal_completion(
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": "content_filter"}
         ],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": usage or NO_USAGE,
         "guardproxy": exchange.client_view(),
     }
 
 
-def refusal_chunk(request: ChatRequest, exchange: Exchange, refusal: str) -> dict[str, Any]:
-    delta = {"role": "assistant", "content": refusal}
-    return {
+def refusal_events(
+    request: ChatRequest,
+    exchange: Exchange,
+    refusal: str,
+    identity: dict[str, Any] | None = None,
+    started: bool = False,
+) -> list[bytes]:
+    """A refusal told as OpenAI streams an answer: the role chunk (unless the stream has
+    `started`), the text, a `content_filter` finish chunk, the usage chunk when the client
+    asked for one, `[DONE]`. `identity` keeps the upstream stream's `id` and `created`."""
+    base = {
         "id": f"chatcmpl-gp-{exchange.request_id}",
         "object": "chat.completion.chunk",
         "created": int(time.time()),
         "model": request.model,
-        "choices": [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": "content_filter"}
-        ],
-        "guardproxy": exchange.client_view(),
+        **{k: v for k, v in (identity or {}).items() if k in ("id", "created", "model")},
     }
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return encode_event({**base, "choices": [choice]})
+
+    events = [] if started else [chunk({"role": "assistant", "content": ""})]
+    events += [chunk({refusal_field(request): refusal})]
+    finish = {**base, "choices": [_finish_choice()], "guardproxy": exchange.client_view()}
+    events.append(encode_event(finish))
+    if _wants_usage(request):
+        events.append(encode_event({**base, "choices": [], "usage": NO_USAGE}))
+    return [*events, encode_event(DONE)]
+
+
+def refusal_field(request: ChatRequest) -> str:
+    """Where the refusal text goes: `content`, or `refusal` for structured outputs, as OpenAI
+    does, so a client that parses the content as JSON (`response_format=Model`) is not handed
+    prose and raises its content-filter error instead."""
+    response_format = request.body.get("response_format")
+    structured = isinstance(response_format, dict) and response_format.get("type") == "json_schema"
+    return "refusal" if structured else "content"
+
+
+def _finish_choice() -> dict[str, Any]:
+    return {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "content_filter"}
+
+
+def _wants_usage(request: ChatRequest) -> bool:
+    options = request.body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 async def _refusal_events(
     request: ChatRequest, exchange: Exchange, refusal: str
 ) -> AsyncIterator[bytes]:
-    yield encode_event(refusal_chunk(request, exchange, refusal))
-    yield encode_event(DONE)
+    for event in refusal_events(request, exchange, refusal):
+        yield event
 
 
 def blocked_events(
@@ -147,6 +184,7 @@ def blocked_events(
     action: Action,
     tenant: TenantPolicy,
     error: str | None,
+    identity: dict[str, Any] | None = None,
 ) -> list[bytes]:
     """How a stream already under way ends when a check fails: never retract, just stop."""
     if action is Action.FAIL:
@@ -156,8 +194,7 @@ def blocked_events(
     if tenant.on_block == "error":
         body = error_body(BLOCKED_MESSAGE, "invalid_request_error", "messages", "content_filter")
         return [encode_event({**body, "guardproxy": exchange.client_view()})]
-    chunk = refusal_chunk(request, exchange, tenant.refusal_message)
-    return [encode_event(chunk), encode_event(DONE)]
+    return refusal_events(request, exchange, tenant.refusal_message, identity, started=True)
 
 
 def stream_error_event(exc: GuardproxyError) -> bytes:

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import openai
+import pydantic
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -89,12 +90,40 @@ def test_unsafe_prompt_is_refused_and_never_reaches_the_upstream(proxy: Proxy) -
     assert proxy.upstream.requests == []
 
 
-def test_unsafe_prompt_in_a_stream_gets_the_refusal_as_sse(proxy: Proxy) -> None:
-    chunks = list(proxy.client().chat.completions.create(model="m", messages=UNSAFE, stream=True))
-    assert len(chunks) == 1
-    assert chunks[0].choices[0].delta.content == "I'm sorry, but I can't help with that."
-    assert chunks[0].choices[0].finish_reason == "content_filter"
+def test_unsafe_prompt_in_a_stream_gets_the_refusal_streamed_as_openai_streams(
+    proxy: Proxy,
+) -> None:
+    chunks = list(
+        proxy.client().chat.completions.create(
+            model="m", messages=UNSAFE, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    role, text, finish, usage = chunks
+    assert (role.choices[0].delta.role, role.choices[0].delta.content) == ("assistant", "")
+    assert text.choices[0].delta.content == "I'm sorry, but I can't help with that."
+    assert text.choices[0].finish_reason is None
+    assert finish.choices[0].finish_reason == "content_filter"
+    assert finish.choices[0].delta.content is None
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert len({c.id for c in chunks}) == 1
     assert proxy.upstream.requests == []
+
+
+def test_a_blocked_structured_stream_raises_the_clients_content_filter_error(
+    proxy: Proxy,
+) -> None:
+    class Answer(pydantic.BaseModel):
+        text: str
+
+    with (
+        pytest.raises(openai.ContentFilterFinishReasonError),
+        proxy.client().chat.completions.stream(
+            model="m", messages=UNSAFE, response_format=Answer
+        ) as stream,
+    ):
+        for _ in stream:
+            pass
 
 
 def test_unsafe_answer_is_replaced(proxy: Proxy) -> None:
@@ -263,3 +292,37 @@ def test_unreachable_upstream_is_502(start_proxy: ProxyFactory) -> None:
     assert caught.value.status_code == 502
     assert caught.value.code == "upstream_error"
     assert proxy.audit.records[-1]["status"] == 502
+
+
+def test_a_blocked_structured_completion_raises_the_clients_content_filter_error(
+    proxy: Proxy,
+) -> None:
+    class Answer(pydantic.BaseModel):
+        text: str
+
+    with pytest.raises(openai.ContentFilterFinishReasonError):
+        proxy.client().chat.completions.parse(model="m", messages=UNSAFE, response_format=Answer)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/v1/embeddings"), ("POST", "/v1/completions"), ("GET", "/v1/files")],
+)
+def test_surfaces_the_proxy_does_not_judge_are_refused_not_relayed(
+    proxy: Proxy, method: str, path: str
+) -> None:
+    with proxy.http() as http:
+        response = http.request(method, path, json={"model": "m", "input": "build a bomb"})
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == f"Invalid URL ({method} {path})"
+    assert proxy.upstream.requests == []
+
+
+def test_a_guard_outage_shows_the_client_neither_the_guard_nor_its_error(proxy: Proxy) -> None:
+    proxy.guard.fail_status = 500
+    with pytest.raises(openai.InternalServerError) as caught:
+        proxy.client().chat.completions.create(model="m", messages=SAFE)
+    body = caught.value.response.text
+    assert "Nemotron" not in body
+    assert "HTTP 500" not in body
+    assert "HTTP 500" in proxy.audit.records[-1]["input"]["error"]

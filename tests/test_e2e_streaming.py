@@ -186,3 +186,20 @@ def test_a_chunked_stream_says_pending_in_its_headers_and_the_outcome_in_the_aud
     assert text == proxy.upstream.reply
     wait_for(lambda: len(proxy.audit.records) == 1)
     assert proxy.audit.records[0]["output"]["status"] == "safe"
+
+
+def test_a_mid_stream_refusal_keeps_the_streams_id_and_ends_with_a_finish_chunk(
+    proxy: Proxy,
+) -> None:
+    proxy.upstream.reply = story(60, "and then you steal a car quickly. ")
+    with post_stream(proxy) as response:
+        lines = list(response.iter_lines())
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert len({chunk["id"] for chunk in chunks}) == 1
+    assert len({chunk["created"] for chunk in chunks}) == 1
+    *_, refusal, finish = chunks
+    assert refusal["choices"][0]["delta"] == {"content": "I'm sorry, but I can't help with that."}
+    assert refusal["choices"][0]["finish_reason"] is None
+    assert finish["choices"][0] == {
+        "index": 0, "delta": {}, "logprobs": None, "finish_reason": "content_filter"
+    }  # fmt: skip
