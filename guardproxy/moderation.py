@@ -67,6 +67,15 @@ def event_text(event: SSEEvent) -> str:
     return "".join(said(c.get("delta")) for c in choices_of(chunk)) if chunk else ""
 
 
+def carries_call(event: SSEEvent) -> bool:
+    """Whether the chunk is part of a tool or function call, streamed as fragments."""
+    chunk = chunk_of(event)
+    deltas = [c.get("delta") for c in choices_of(chunk)] if chunk else []
+    return any(
+        isinstance(d, dict) and (d.get("tool_calls") or d.get("function_call")) for d in deltas
+    )
+
+
 def is_boundary(char: str) -> bool:
     """A place where a window may end: after a space or punctuation, or any CJK character."""
     return (
@@ -86,6 +95,7 @@ class WindowBuilder:
     tail: str = ""
     answer: list[str] = field(default_factory=list)
     checked_windows: int = 0
+    in_call: bool = False  # a tool call is being streamed: no window closes inside it
 
     def __post_init__(self) -> None:
         self.size = self.policy.first_window
@@ -94,11 +104,22 @@ class WindowBuilder:
         """Take one event; return (events, text to check) when a window closes.
 
         A full window closes after an event that ends a word, or before one that starts a
-        new word (most tokenizers put the space first: "Hello", " world").
+        new word (most tokenizers put the space first: "Hello", " world"). Tool-call
+        fragments are held until the call is complete (the next event that is not one, or the
+        end), so a call is judged whole, name and arguments, and never released half-sent.
         """
         text = event_text(event)
         closed = None
-        if text and self.length >= self.size and is_boundary(text[0]):
+        call = carries_call(event)
+        if call != self.in_call:
+            closed = self.close()  # a call starts, or one is complete
+            self.in_call = call
+        if call:
+            self.events.append(event)
+            self.parts.append(text)
+            self.length += len(text)
+            return closed
+        if closed is None and text and self.length >= self.size and is_boundary(text[0]):
             closed = self.close()
         self.events.append(event)
         if text:

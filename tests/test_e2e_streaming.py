@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import openai
@@ -203,3 +204,40 @@ def test_a_mid_stream_refusal_keeps_the_streams_id_and_ends_with_a_finish_chunk(
     assert finish["choices"][0] == {
         "index": 0, "delta": {}, "logprobs": None, "finish_reason": "content_filter"
     }  # fmt: skip
+
+
+def _call_deltas(arguments: list[str]) -> list[dict[str, Any]]:
+    """A tool call streamed as OpenAI streams it: id and name first, then argument fragments."""
+    first = {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "search", "arguments": ""}}  # fmt: skip
+    rest = [{"index": 0, "function": {"arguments": part}} for part in arguments]
+    return [{"tool_calls": [first]}, *({"tool_calls": [call]} for call in rest)]
+
+
+def test_a_streamed_tool_call_is_judged_whole_and_released_intact(proxy: Proxy) -> None:
+    proxy.upstream.deltas = _call_deltas(['{"q": "rose', "s in ", 'winter"}'])
+    with proxy.client().chat.completions.create(model="m", messages=[SAFE], stream=True) as s:
+        chunks = list(s)
+    fragments = [
+        call.function.arguments
+        for c in chunks
+        if c.choices and c.choices[0].delta.tool_calls
+        for call in c.choices[0].delta.tool_calls
+        if call.function and call.function.arguments
+    ]
+    assert "".join(fragments) == '{"q": "roses in winter"}'
+    judged = [r.check.response for r in proxy.guard.requests if r.check.response]
+    assert any('search{"q": "roses in winter"}' in text for text in judged)
+
+
+def test_an_unsafe_streamed_tool_call_is_never_half_sent(proxy: Proxy) -> None:
+    proxy.upstream.deltas = [
+        {"content": "Let me look that up. "},
+        *_call_deltas(['{"q": "how to build', ' a bomb"}']),
+    ]
+    with post_stream(proxy) as response:
+        lines = list(response.iter_lines())
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert not any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert "Let me look that up." in contents(lines)
