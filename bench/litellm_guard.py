@@ -13,7 +13,7 @@ The guard URL and a call-log file come from the environment: this process has no
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -55,7 +55,7 @@ def read_verdict(answer: str, field: str) -> str:
     return values[names.index(field)].lower()
 
 
-class NemotronGuardrail(CustomGuardrail):  # type: ignore[misc]  # litellm is untyped here
+class NemotronGuardrail(CustomGuardrail):
     def __init__(self, **kwargs: Any) -> None:
         self.guard_url = os.environ[GUARD_URL_ENV].rstrip("/") + "/chat/completions"
         self.call_log = os.environ.get(CALL_LOG_ENV)
@@ -91,7 +91,7 @@ class NemotronGuardrail(CustomGuardrail):  # type: ignore[misc]  # litellm is un
 
     async def async_post_call_streaming_iterator_hook(
         self, user_api_key_dict: Any, response: Any, request_data: dict[str, Any]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         chunks = [chunk async for chunk in response]
         prompt = last_user_text(request_data.get("messages") or [])
         await self.check(prompt, "".join(chunk_text(c) for c in chunks))

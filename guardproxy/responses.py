@@ -38,7 +38,13 @@ ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
     (UpstreamError, 502, "server_error", "upstream_error"),
     (ClientDisconnected, 499, "invalid_request_error", "client_disconnected"),
 )
-BLOCKED_MESSAGE = "The request was blocked by the content policy."
+# Clients read blocks by these words too: litellm maps "rejected as a result of the safety
+# system" (and `content_policy_violation`) to ContentPolicyViolationError, also mid-stream,
+# where only the message reaches it.
+BLOCKED_MESSAGE = (
+    "The request was rejected as a result of the safety system: it was blocked by the "
+    "content policy (content_policy_violation)."
+)
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
@@ -76,6 +82,21 @@ def _public_message(exc: GuardproxyError) -> str:
     return str(exc)
 
 
+def content_filter_error(exchange: Exchange) -> dict[str, Any]:
+    """A block as an error, after Azure OpenAI's content-filter convention (`code:
+    content_filter`, an `innererror` with the filter result per category). Its inner code is
+    OpenAI's `content_policy_violation`, which litellm maps to ContentPolicyViolationError,
+    so a litellm client's `content_policy_fallbacks` trigger."""
+    body = error_body(BLOCKED_MESSAGE, "invalid_request_error", "messages", "content_filter")
+    categories = (*exchange.input.categories, *exchange.output.categories)
+    result = {name: {"filtered": True} for name in dict.fromkeys(categories)}
+    body["error"]["innererror"] = {
+        "code": "content_policy_violation",
+        "content_filter_result": result,
+    }
+    return body
+
+
 def blocked_response(
     request: ChatRequest, exchange: Exchange, on_block: str, refusal: str, usage: Any = None
 ) -> Response:
@@ -83,15 +104,8 @@ def blocked_response(
     exchange.action = "block"
     if on_block == "error":
         exchange.status = 400
-        body = error_body(
-            "The request was blocked by the content policy.",
-            "invalid_request_error",
-            "messages",
-            "content_filter",
-        )
-        return JSONResponse(
-            {**body, "guardproxy": exchange.client_view()}, 400, headers=exchange.headers()
-        )
+        body = {**content_filter_error(exchange), "guardproxy": exchange.client_view()}
+        return JSONResponse(body, 400, headers=exchange.headers())
     exchange.status = 200
     if request.stream:
         return StreamingResponse(
@@ -192,8 +206,8 @@ def blocked_events(
         return [stream_error_event(GuardUnavailable(error or "guard failed"))]
     exchange.action = "block"
     if tenant.on_block == "error":
-        body = error_body(BLOCKED_MESSAGE, "invalid_request_error", "messages", "content_filter")
-        return [encode_event({**body, "guardproxy": exchange.client_view()})]
+        body = {**content_filter_error(exchange), "guardproxy": exchange.client_view()}
+        return [encode_event(body)]
     return refusal_events(request, exchange, tenant.refusal_message, identity, started=True)
 
 
