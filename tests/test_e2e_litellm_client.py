@@ -3,6 +3,8 @@ streamed or not, so `content_policy_fallbacks` trigger."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,12 +20,19 @@ pytestmark = [
 
 
 @pytest.fixture
-def litellm(monkeypatch: pytest.MonkeyPatch) -> Any:
+def litellm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch
     import litellm
 
     litellm.suppress_debug_info = True
-    return litellm
+    yield litellm
+    # litellm keeps its HTTP clients in a module-level cache; close them with the test.
+    cache = litellm.in_memory_llm_clients_cache
+    for client in list(cache.cache_dict.values()):
+        close = getattr(client, "close", None)
+        if callable(close) and not asyncio.iscoroutinefunction(close):
+            close()
+    cache.cache_dict.clear()
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -86,13 +86,14 @@ class HttpGuard:
 
     async def _classify_one(self, check: GuardInput) -> Verdict:
         body = self._protocol.build_request(check)
-        key = VerdictCache.key(self._url, body) if self._cache else b""
-        cached = self._cache.get(key) if self._cache else None
+        if self._cache is None:
+            return await self._call(check, body)
+        key = VerdictCache.key(self._url, body)
+        cached = self._cache.get(key)
         if cached is not None:
             return cached
         verdict = await self._call(check, body)
-        if self._cache:
-            self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
+        self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
         return verdict
 
     async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:

@@ -13,8 +13,9 @@ import httpx
 import pytest
 import respx
 
-from guardproxy.config import GuardSettings
+from guardproxy.config import CacheSettings, GuardSettings
 from guardproxy.errors import GuardUnavailable
+from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.client import HttpGuard, build_guard
 from guardproxy.verdict import Direction, GuardInput, GuardPolicy, Safety
 
@@ -169,3 +170,43 @@ async def test_unknown_categories_are_counted_and_logged_once_per_name(
             await guard.classify(GuardInput(PROMPT))
     assert guard.unknown_categories == {"Unsafe Code Execution": 2}
     assert len([r for r in caplog.records if "Unsafe Code Execution" in r.getMessage()]) == 1
+
+
+def _cached_guard(client: httpx.AsyncClient) -> HttpGuard:
+    settings = GuardSettings(url=BASE_URL, model="guard", retries=0)
+    return build_guard(client, settings, VerdictCache(CacheSettings()))
+
+
+async def test_a_cached_verdict_is_served_without_a_call_and_marked(
+    client: httpx.AsyncClient, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(ENDPOINT).mock(return_value=_answer("User Safety: safe"))
+    guard = _cached_guard(client)
+    first = await guard.classify(GuardInput(PROMPT))
+    second = await guard.classify(GuardInput(PROMPT))
+    assert route.call_count == 1
+    assert (first.cached, second.cached) == (False, True)
+    assert second.user is Safety.SAFE
+
+
+async def test_another_policy_text_is_another_cache_key(
+    client: httpx.AsyncClient, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(ENDPOINT).mock(return_value=_answer("User Safety: safe"))
+    guard = _cached_guard(client)
+    await guard.classify(GuardInput(PROMPT, policy=GuardPolicy(rules="No pets.")))
+    await guard.classify(GuardInput(PROMPT, policy=GuardPolicy(rules="No plants.")))
+    assert route.call_count == 2
+
+
+async def test_errors_are_never_cached(
+    client: httpx.AsyncClient, respx_mock: respx.MockRouter
+) -> None:
+    route = respx_mock.post(ENDPOINT).mock(
+        side_effect=[httpx.Response(500), _answer("User Safety: unsafe")]
+    )
+    guard = _cached_guard(client)
+    with pytest.raises(GuardUnavailable):
+        await guard.classify(GuardInput(PROMPT))
+    assert (await guard.classify(GuardInput(PROMPT))).user is Safety.UNSAFE
+    assert route.call_count == 2
