@@ -17,23 +17,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import Receive
 
-from guardproxy.audit import AuditSink, JsonlAuditSink
-from guardproxy.chat import parse_chat_request
+from guardproxy.api.chat import parse_chat_request
+from guardproxy.api.responses import error_body, error_response
 from guardproxy.checks import Guard
 from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
-from guardproxy.exchange import Exchange
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.client import build_guard
 from guardproxy.health import probe_all
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
+from guardproxy.observe.audit import AuditSink, JsonlAuditSink
+from guardproxy.observe.exchange import Exchange
 from guardproxy.pipeline import Route, handle_chat
-from guardproxy.policy import PolicySet, TenantPolicy
-from guardproxy.profile import build_profiles
-from guardproxy.reload import PolicyLoader, watch_policies
-from guardproxy.responses import error_body, error_response
+from guardproxy.policy.model import PolicySet, TenantPolicy
+from guardproxy.policy.profile import build_profiles
+from guardproxy.policy.reload import PolicyLoader, watch_policies
 from guardproxy.streaming import GuardedStream
 from guardproxy.upstreams.base import Upstream
 from guardproxy.upstreams.registry import build_upstream

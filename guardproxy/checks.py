@@ -9,11 +9,11 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-from guardproxy.chat import Turn
+from guardproxy.api.chat import Turn
 from guardproxy.errors import GuardError
 from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage
-from guardproxy.profile import DirectionRules
+from guardproxy.policy.profile import DirectionRules
 from guardproxy.verdict import Direction, GuardInput, Safety, Verdict
 
 

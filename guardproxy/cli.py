@@ -20,10 +20,10 @@ from guardproxy.errors import ConfigError, GuardError, RequestError
 from guardproxy.guards.client import build_guard
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
-from guardproxy.policy import PolicySet, TenantPolicy
-from guardproxy.policy_loader import load_policies
-from guardproxy.policy_view import show_guard_request
-from guardproxy.profile import DirectionRules, build_profiles
+from guardproxy.policy.loader import load_policies
+from guardproxy.policy.model import PolicySet, TenantPolicy
+from guardproxy.policy.profile import DirectionRules, build_profiles
+from guardproxy.policy.view import show_guard_request
 from guardproxy.verdict import Direction, GuardInput, Verdict
 
 DEFAULT_CONFIG = Path("guardproxy.yaml")

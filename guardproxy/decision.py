@@ -9,8 +9,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 from guardproxy.checks import CheckResult, CheckStatus
-from guardproxy.policy import CategoryAction, TenantPolicy
-from guardproxy.profile import NEEDS_CAUTION, DirectionRules, most_severe
+from guardproxy.policy.model import CategoryAction, TenantPolicy
+from guardproxy.policy.profile import NEEDS_CAUTION, DirectionRules, most_severe
 
 
 class Action(StrEnum):

@@ -10,10 +10,10 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from guardproxy.chat import TEXT_FIELDS, ChatRequest
-from guardproxy.policy import RedactionPolicy
+from guardproxy.api.chat import TEXT_FIELDS, ChatRequest
+from guardproxy.api.sse import DONE, SSEEvent, choices_of, chunk_of, encode_event, index_of
+from guardproxy.policy.model import RedactionPolicy
 from guardproxy.redaction import CATEGORY_DETECTORS, DETECTORS, Redactor, StreamRedactor
-from guardproxy.sse import DONE, SSEEvent, choices_of, chunk_of, encode_event, index_of
 
 
 @dataclass(frozen=True)

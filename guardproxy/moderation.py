@@ -19,14 +19,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardproxy.chat import said
+from guardproxy.api.chat import said
+from guardproxy.api.responses import stream_error_event
+from guardproxy.api.sse import DONE, SSEDecoder, SSEEvent, choices_of, chunk_of
 from guardproxy.checks import CheckResult
 from guardproxy.decision import Action
 from guardproxy.errors import GuardproxyError, UpstreamError
 from guardproxy.masking import EventMasker
-from guardproxy.policy import OutputPolicy
-from guardproxy.responses import stream_error_event
-from guardproxy.sse import DONE, SSEDecoder, SSEEvent, choices_of, chunk_of
+from guardproxy.policy.model import OutputPolicy
 from guardproxy.upstreams.base import UpstreamReply
 
 # Windows read ahead of the client at most; bounds memory when the client is slow, and

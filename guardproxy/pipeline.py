@@ -17,7 +17,13 @@ from typing import Any
 
 from starlette.responses import Response
 
-from guardproxy.chat import ChatRequest, choice_texts
+from guardproxy.api.chat import ChatRequest, choice_texts
+from guardproxy.api.responses import (
+    blocked_events,
+    blocked_response,
+    completion_with_verdicts,
+    status_of,
+)
 from guardproxy.checks import (
     OFF,
     PENDING,
@@ -29,20 +35,14 @@ from guardproxy.checks import (
 )
 from guardproxy.decision import Action, categories_to_redact, decide
 from guardproxy.errors import GuardproxyError, GuardUnavailable, RequestError, UpstreamError
-from guardproxy.exchange import Exchange
 from guardproxy.masking import EventMasker, Masker, mask_completion, mask_request
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
 from guardproxy.moderation import ChunkedModerator, Moderation
-from guardproxy.policy import TenantPolicy
-from guardproxy.profile import DirectionRules, Profile, select_profile
+from guardproxy.observe.exchange import Exchange
+from guardproxy.policy.model import TenantPolicy
+from guardproxy.policy.profile import DirectionRules, Profile, select_profile
 from guardproxy.redaction import CATEGORY_DETECTORS
-from guardproxy.responses import (
-    blocked_events,
-    blocked_response,
-    completion_with_verdicts,
-    status_of,
-)
 from guardproxy.streaming import (
     BUFFER_LIMIT_BYTES,
     buffer_stream,

@@ -9,11 +9,11 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from guardproxy.api.responses import SSE_HEADERS, status_of, stream_error_event
+from guardproxy.api.sse import SSEDecoder, SSEEvent, StreamText
 from guardproxy.errors import UpstreamError
-from guardproxy.exchange import Exchange
 from guardproxy.masking import EventMasker
-from guardproxy.responses import SSE_HEADERS, status_of, stream_error_event
-from guardproxy.sse import SSEDecoder, SSEEvent, StreamText
+from guardproxy.observe.exchange import Exchange
 from guardproxy.upstreams.base import UpstreamReply
 
 BUFFER_LIMIT_BYTES = 8 * 1024 * 1024

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from guardproxy.audit import JsonlAuditSink
+from guardproxy.observe.audit import JsonlAuditSink
 
 
 @pytest.mark.anyio

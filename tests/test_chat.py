@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from guardproxy.chat import choice_texts, parse_chat_request
+from guardproxy.api.chat import choice_texts, parse_chat_request
 from guardproxy.errors import RequestError
 
 

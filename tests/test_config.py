@@ -8,7 +8,7 @@ import pytest
 
 from guardproxy.config import load_settings
 from guardproxy.errors import AuthenticationError, ConfigError
-from guardproxy.policy_loader import load_policies
+from guardproxy.policy.loader import load_policies
 from guardproxy.yamlfile import InvalidConfig, parse_yaml
 
 CONFIG = """\

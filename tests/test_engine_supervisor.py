@@ -19,11 +19,11 @@ import pytest
 import yaml
 
 from guardproxy.app import create_app
-from guardproxy.audit import MemoryAuditSink
 from guardproxy.config import GuardSettings, load_settings
 from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
-from guardproxy.policy_loader import load_policies
+from guardproxy.observe.audit import MemoryAuditSink
+from guardproxy.policy.loader import load_policies
 from tests.conftest import REPO, TENANT_KEY
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream

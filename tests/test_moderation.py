@@ -8,11 +8,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
+from guardproxy.api.sse import SSEDecoder, encode_event
 from guardproxy.checks import CheckResult, CheckStatus
 from guardproxy.decision import Action
 from guardproxy.moderation import ChunkedModerator, Moderation, WindowBuilder, is_boundary
-from guardproxy.policy import OutputPolicy
-from guardproxy.sse import SSEDecoder, encode_event
+from guardproxy.policy.model import OutputPolicy
 from guardproxy.upstreams.base import UpstreamReply
 
 SAFE = CheckResult(CheckStatus.SAFE)

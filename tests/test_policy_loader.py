@@ -8,7 +8,7 @@ import pytest
 
 from guardproxy.cli import main
 from guardproxy.config import load_settings
-from guardproxy.policy_loader import load_policies
+from guardproxy.policy.loader import load_policies
 from guardproxy.yamlfile import InvalidConfig
 from tests.conftest import REPO
 

@@ -11,9 +11,9 @@ import pytest
 from guardproxy.checks import CheckResult, CheckStatus, run_checks
 from guardproxy.config import load_settings
 from guardproxy.decision import Action, decide
-from guardproxy.policy import TenantPolicy
-from guardproxy.policy_loader import load_policies
-from guardproxy.profile import build_profile
+from guardproxy.policy.loader import load_policies
+from guardproxy.policy.model import TenantPolicy
+from guardproxy.policy.profile import build_profile
 from guardproxy.verdict import GuardInput, GuardPolicy, Safety, Verdict
 from guardproxy.yamlfile import InvalidConfig
 from tests.test_policy_loader import folder, problems

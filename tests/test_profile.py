@@ -10,8 +10,8 @@ from guardproxy.checks import CheckResult, CheckStatus
 from guardproxy.decision import Action, categories_to_redact, decide
 from guardproxy.errors import RequestError
 from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES, render_policy
-from guardproxy.policy import CustomCategory, RegionPack, TenantPolicy
-from guardproxy.profile import build_profile, build_profiles, region_chain, select_profile
+from guardproxy.policy.model import CustomCategory, RegionPack, TenantPolicy
+from guardproxy.policy.profile import build_profile, build_profiles, region_chain, select_profile
 from guardproxy.verdict import Direction
 
 EU = RegionPack(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from guardproxy.sse import SSEDecoder, StreamText, encode_event
+from guardproxy.api.sse import SSEDecoder, StreamText, encode_event
 
 STREAM = (
     b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\r\n\r\n'

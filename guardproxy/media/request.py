@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from guardproxy.chat import ChatRequest, MediaPart
+from guardproxy.api.chat import ChatRequest, MediaPart
 from guardproxy.media.errors import MediaError
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import PreparedImage, prepare_image

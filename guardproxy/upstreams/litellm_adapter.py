@@ -10,10 +10,10 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from guardproxy.chat import ChatRequest
+from guardproxy.api.chat import ChatRequest
+from guardproxy.api.sse import DONE, encode_event
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
-from guardproxy.sse import DONE, encode_event
 from guardproxy.upstreams.base import UpstreamReply
 
 Completion = Callable[..., Awaitable[Any]]

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from guardproxy.chat import ChatRequest
+from guardproxy.api.chat import ChatRequest
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.health import probe_models

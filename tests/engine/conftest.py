@@ -30,11 +30,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from guardproxy.app import create_app
-from guardproxy.audit import MemoryAuditSink
 from guardproxy.config import Settings, load_settings
 from guardproxy.engine.vllm import free_port
-from guardproxy.policy import PolicySet
-from guardproxy.policy_loader import load_policies
+from guardproxy.observe.audit import MemoryAuditSink
+from guardproxy.policy.loader import load_policies
+from guardproxy.policy.model import PolicySet
 from tests.fakes.server import run_in_thread
 
 HERE = Path(__file__).parent

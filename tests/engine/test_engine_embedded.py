@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from guardproxy.app import create_app
-from guardproxy.audit import MemoryAuditSink
 from guardproxy.config import load_settings
-from guardproxy.policy_loader import load_policies
+from guardproxy.observe.audit import MemoryAuditSink
+from guardproxy.policy.loader import load_policies
 from tests.engine.conftest import ENGINE_ENV, TENANT_KEY, engine_env, engine_python, forced
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream

@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from guardproxy.policy_view import show_guard_request
+from guardproxy.policy.view import show_guard_request
 from guardproxy.verdict import Direction
 from tests.engine.conftest import MODEL, Engine, TierFactory, TierProxy
 

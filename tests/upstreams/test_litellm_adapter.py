@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from guardproxy.chat import parse_chat_request
+from guardproxy.api.chat import parse_chat_request
+from guardproxy.api.sse import SSEDecoder
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError
-from guardproxy.sse import SSEDecoder
 from guardproxy.upstreams.litellm_adapter import LitellmUpstream
 
 SETTINGS = UpstreamSettings(litellm_model="anthropic/claude-x", litellm_params={"top_k": 3})

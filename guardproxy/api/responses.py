@@ -11,7 +11,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from guardproxy.chat import ChatRequest
+from guardproxy.api.chat import ChatRequest
+from guardproxy.api.sse import DONE, encode_event
 from guardproxy.decision import Action
 from guardproxy.errors import (
     AuthenticationError,
@@ -24,9 +25,8 @@ from guardproxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from guardproxy.exchange import Exchange
-from guardproxy.policy import TenantPolicy
-from guardproxy.sse import DONE, encode_event
+from guardproxy.observe.exchange import Exchange
+from guardproxy.policy.model import TenantPolicy
 
 # (status, OpenAI error type, code), most specific class first.
 ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import watchfiles
 
 from guardproxy.errors import ConfigError
-from guardproxy.policy import PolicySet
+from guardproxy.policy.model import PolicySet
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette

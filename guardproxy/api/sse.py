@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from guardproxy.chat import said
+from guardproxy.api.chat import said
 
 LINE_END = re.compile(rb"\r\n|\r|\n")
 DONE = "[DONE]"

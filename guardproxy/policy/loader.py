@@ -26,8 +26,8 @@ from guardproxy.guards.protocols import (
     guard_calls,
 )
 from guardproxy.masking import Masker
-from guardproxy.policy import PolicySet, RegionPack, TenantPolicy
-from guardproxy.profile import build_profiles
+from guardproxy.policy.model import PolicySet, RegionPack, TenantPolicy
+from guardproxy.policy.profile import build_profiles
 from guardproxy.redaction import DETECTORS
 from guardproxy.verdict import GuardInput, GuardPolicy
 from guardproxy.yamlfile import InvalidConfig, YamlDocument, load_model, read_yaml

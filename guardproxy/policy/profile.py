@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from guardproxy.errors import RequestError
-from guardproxy.policy import (
+from guardproxy.policy.model import (
     CategoryAction,
     CustomCategory,
     InputPolicy,

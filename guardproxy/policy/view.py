@@ -7,8 +7,8 @@ import json
 from guardproxy.config import EXCLUSIVE_KWARGS, Settings
 from guardproxy.errors import RequestError
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
-from guardproxy.policy import PolicySet, TenantPolicy
-from guardproxy.profile import build_profiles, select_profile
+from guardproxy.policy.model import PolicySet, TenantPolicy
+from guardproxy.policy.profile import build_profiles, select_profile
 from guardproxy.verdict import Direction, GuardInput
 
 SAMPLE_PROMPT = "<the user's last turn>"

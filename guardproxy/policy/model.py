@@ -1,6 +1,6 @@
 """Tenant policies (one YAML file per tenant) and regional rule packs, as typed objects.
 
-Loading, inheritance and cross-checks are in `policy_loader.py`; what a policy means for one
+Loading, inheritance and cross-checks are in `loader.py`; what a policy means for one
 request (category actions, the text the guard sees) is computed in `profile.py`.
 """
 
