@@ -16,7 +16,7 @@ from guardproxy.policy.model import TenantPolicy
 from guardproxy.policy.profile import build_profile
 from guardproxy.verdict import GuardInput, GuardPolicy, Safety, Verdict
 from guardproxy.yamlfile import InvalidConfig
-from tests.test_policy_loader import folder, problems
+from tests.policy.test_loader import folder, problems
 
 pytestmark = pytest.mark.anyio
 
