@@ -14,7 +14,7 @@ from guardproxy.errors import GuardError
 from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage
 from guardproxy.policy.profile import DirectionRules
-from guardproxy.verdict import Direction, GuardInput, Safety, Verdict
+from guardproxy.verdict import GuardInput, Safety, Verdict
 
 
 class Guard(Protocol):
@@ -145,11 +145,16 @@ def conversation_checks(
 ) -> tuple[list[GuardInput], list[str]]:
     """Every input check of a request, and a label per check: the last user turn with each
     image, then each earlier turn, tool result, assistant turn and `name`, each judged on its
-    own text (the verdict cache makes a long conversation cost only its new turns)."""
+    own text, an assistant turn as the answer to the turn before it (the verdict cache makes a
+    long conversation cost only its new turns)."""
     checks = input_checks(prompt, images, rules)
     labels = [image.label for image in images] or ["last user turn"] * len(checks)
     for turn in turns:
-        checks.append(GuardInput(turn.text, reasoning=rules.reasoning, policy=rules.guard_policy))
+        reasoning, policy = rules.reasoning, rules.guard_policy
+        if turn.context is not None:  # an assistant turn: judged as an answer, in context
+            checks.append(GuardInput(turn.context, None, turn.text, reasoning, policy))
+        else:
+            checks.append(GuardInput(turn.text, reasoning=reasoning, policy=policy))
         labels.append(f"{turn.path} ({turn.role})")
     return checks, labels
 
@@ -164,49 +169,50 @@ def output_checks(
 
 
 async def run_checks(
-    guard: Guard,
-    checks: list[GuardInput],
-    direction: Direction,
-    labels: Sequence[str] = (),
+    guard: Guard, checks: list[GuardInput], labels: Sequence[str] = ()
 ) -> CheckResult:
     """Run the checks concurrently; the first unsafe verdict decides and cancels the rest.
 
+    Each verdict is read for its own check's turn: the prompt's rating, or the response's
+    where the check judges an answer in context (an assistant turn of the history is one).
     With `labels` (one per check), the result says which part was judged how.
     """
     if not checks:
         return SKIPPED
     started = time.perf_counter()
     try:
-        verdicts = await _classify_all(guard, checks, direction)
+        verdicts = await _classify_all(guard, checks)
     except GuardError as exc:
         return CheckResult(CheckStatus.ERROR, error=str(exc), latency_ms=_since(started))
-    done = [(c, v) for c, v in zip(checks, verdicts, strict=True) if v is not None]
-    result = _combine(done, direction, _since(started))
+    pairs = list(zip(checks, verdicts, strict=True))
+    result = _combine([(c, v) for c, v in pairs if v is not None], _since(started))
     if len(labels) > 1:
-        parts = tuple(_part(label, v, direction) for label, v in zip(labels, verdicts, strict=True))
+        parts = tuple(_part(label, c, v) for label, (c, v) in zip(labels, pairs, strict=True))
         result = replace(result, parts=parts)
     return result
 
 
-async def _classify_all(
-    guard: Guard, checks: list[GuardInput], direction: Direction
-) -> list[Verdict | None]:
+async def _classify_all(guard: Guard, checks: list[GuardInput]) -> list[Verdict | None]:
     """Every verdict (None where cancelled). An unsafe verdict ends the rest early and wins
     over any guard error: one image the guard cannot read must not let another one through."""
     if len(checks) == 1:
         return [await guard.classify(checks[0])]
     tasks = [asyncio.ensure_future(guard.classify(check)) for check in checks]
+    direction_of = {task: check.direction for task, check in zip(tasks, checks, strict=True)}
     error: GuardError | None = None
+    pending: set[asyncio.Task[Verdict]] = set(tasks)
     try:
-        for finished in asyncio.as_completed(tasks):
-            try:
-                verdict = await finished
-            except GuardError as exc:
-                error = error or exc
-                continue
-            if verdict.is_unsafe(direction):
-                error = None
-                break
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                failure = task.exception()
+                if isinstance(failure, GuardError):
+                    error = error or failure
+                elif failure is not None:
+                    raise failure
+                elif task.result().is_unsafe(direction_of[task]):
+                    error, pending = None, set()
+                    break
     finally:
         for task in tasks:
             task.cancel()
@@ -221,18 +227,16 @@ def _result(task: asyncio.Future[Verdict]) -> Verdict | None:
     return task.result()
 
 
-def _part(label: str, verdict: Verdict | None, direction: Direction) -> dict[str, object]:
+def _part(label: str, check: GuardInput, verdict: Verdict | None) -> dict[str, object]:
     if verdict is None:
         return {"part": label, "status": "not_checked"}
-    status = CheckStatus.UNSAFE if verdict.is_unsafe(direction) else CheckStatus.SAFE
+    status = CheckStatus.UNSAFE if verdict.is_unsafe(check.direction) else CheckStatus.SAFE
     return {"part": label, "status": status.value, "categories": list(verdict.categories)}
 
 
-def _combine(
-    done: list[tuple[GuardInput, Verdict]], direction: Direction, latency_ms: float
-) -> CheckResult:
+def _combine(done: list[tuple[GuardInput, Verdict]], latency_ms: float) -> CheckResult:
     verdicts = [v for _, v in done]
-    unsafe = [v for v in verdicts if v.is_unsafe(direction)]
+    unsafe = [v for check, v in done if v.is_unsafe(check.direction)]
     categories = tuple(dict.fromkeys(c for v in unsafe for c in v.categories))
     unknown = {c for check, v in done for c in v.categories if c not in known_names(check.policy)}
     both = [v for v in unsafe if v.user is Safety.UNSAFE and v.response is Safety.UNSAFE]

@@ -51,7 +51,7 @@ from guardproxy.streaming import (
     sse_response,
 )
 from guardproxy.upstreams.base import Upstream, UpstreamReply
-from guardproxy.verdict import Direction, GuardInput
+from guardproxy.verdict import GuardInput
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class ChatFlow:
         images = self.media.guard_images()
         turns = self.request.turns(self.tenant.input.judge_system)
         checks, labels = conversation_checks(self.request.prompt, images, turns, rules)
-        result = await run_checks(self.route.guard, checks, Direction.INPUT, labels)
+        result = await run_checks(self.route.guard, checks, labels)
         self.exchange.input = result
         action = self._act(result, rules, "input")
         if action is Action.REDACT:
@@ -216,7 +216,7 @@ class ChatFlow:
         if self.tenant.output.enabled:
             rules = self.profile.output
             answers = self._output_checks(choice_texts(completion), rules)
-            result = await run_checks(self.route.guard, answers, Direction.OUTPUT)
+            result = await run_checks(self.route.guard, answers)
             self.exchange.output = result
             action = self._act(result, rules, "output")
             if action is Action.REDACT:
@@ -282,7 +282,7 @@ class ChatFlow:
 
     async def _check_window(self, text: str) -> CheckResult:
         checks = self._output_checks([text], self.profile.output)
-        result = await run_checks(self.route.guard, checks, Direction.OUTPUT)
+        result = await run_checks(self.route.guard, checks)
         self.exchange.output = self.exchange.output.merge(result)
         return result
 
@@ -311,7 +311,7 @@ class ChatFlow:
         buffered = await buffer_stream(reply, BUFFER_LIMIT_BYTES)
         rules = self.profile.output
         checks = self._output_checks(buffered.text.texts(), rules)
-        result = await run_checks(self.route.guard, checks, Direction.OUTPUT)
+        result = await run_checks(self.route.guard, checks)
         self.exchange.output = result
         action = self._act(result, rules, "output")
         types = self._stream_mask_types()

@@ -8,7 +8,7 @@ import pytest
 
 from guardproxy.checks import CheckStatus, run_checks
 from guardproxy.errors import GuardUnavailable
-from guardproxy.verdict import Direction, GuardInput, Safety, Verdict
+from guardproxy.verdict import GuardInput, Safety, Verdict
 
 
 class ScriptedGuard:
@@ -38,13 +38,13 @@ def checks(*images: str) -> list[GuardInput]:
 
 @pytest.mark.anyio
 async def test_an_unsafe_image_wins_over_a_guard_error() -> None:
-    result = await run_checks(ScriptedGuard(), checks("error", "unsafe"), Direction.INPUT)
+    result = await run_checks(ScriptedGuard(), checks("error", "unsafe"))
     assert result.status is CheckStatus.UNSAFE
 
 
 @pytest.mark.anyio
 async def test_a_guard_error_without_an_unsafe_verdict_is_an_error() -> None:
-    result = await run_checks(ScriptedGuard(), checks("safe", "error"), Direction.INPUT)
+    result = await run_checks(ScriptedGuard(), checks("safe", "error"))
     assert result.status is CheckStatus.ERROR
     assert result.error == "guard could not read the image"
 
@@ -53,7 +53,7 @@ async def test_a_guard_error_without_an_unsafe_verdict_is_an_error() -> None:
 async def test_the_first_unsafe_image_cancels_the_rest_and_is_named() -> None:
     guard = ScriptedGuard()
     labels = ["img0", "img1"]
-    result = await run_checks(guard, checks("slow", "unsafe"), Direction.INPUT, labels)
+    result = await run_checks(guard, checks("slow", "unsafe"), labels)
     assert result.status is CheckStatus.UNSAFE
     assert result.parts == (
         {"part": "img0", "status": "not_checked"},
@@ -61,3 +61,20 @@ async def test_the_first_unsafe_image_cancels_the_rest_and_is_named() -> None:
     )
     await asyncio.sleep(0)
     assert guard.cancelled == ["slow"]
+
+
+class PromptUnsafeGuard:
+    """Rates every prompt unsafe and every response safe."""
+
+    async def classify(self, check: GuardInput) -> Verdict:
+        response = None if check.response is None else Safety.SAFE
+        return Verdict(Safety.UNSAFE, response, ("Violence",))
+
+
+@pytest.mark.anyio
+async def test_a_check_of_an_answer_in_context_is_read_by_the_answers_rating() -> None:
+    answer = GuardInput("an unsafe question", response="a safe answer")
+    result = await run_checks(PromptUnsafeGuard(), [answer, GuardInput("hi", "safe")])
+    assert result.status is CheckStatus.UNSAFE  # the plain prompt check
+    only_answer = await run_checks(PromptUnsafeGuard(), [answer])
+    assert only_answer.status is CheckStatus.SAFE

@@ -126,3 +126,17 @@ def _reloaded(proxy: Proxy, client: openai.OpenAI, number: int) -> bool:
     client.chat.completions.create(model="m", messages=messages)
     kwargs = proxy.guard.requests[-1].json["chat_template_kwargs"]
     return "pesticides" in kwargs.get("custom_taxonomy", "")
+
+
+def test_an_assistant_turn_is_judged_as_the_answer_to_the_turn_before_it(proxy: Proxy) -> None:
+    messages: list[Any] = [
+        {"role": "user", "content": "Tell me about chemistry."},
+        {"role": "assistant", "content": f"Sure, here is {UNSAFE}."},
+        {"role": "user", "content": "Go on."},
+    ]
+    assert blocked(proxy, messages)
+    judged = [r.json["messages"] for r in proxy.guard.requests if len(r.json["messages"]) == 2]
+    assert {"role": "user", "content": "Tell me about chemistry."} in judged[0]
+    assert judged[0][1] == {"role": "assistant", "content": f"Sure, here is {UNSAFE}."}
+    [part] = [p for p in proxy.audit.records[-1]["input"]["parts"] if p["status"] == "unsafe"]
+    assert part["part"] == "messages[1] (assistant)"

@@ -45,6 +45,7 @@ class Turn:
     path: str  # "messages[3]" or "messages[3].name"
     role: str
     text: str
+    context: str | None = None  # an assistant turn: the text of the message before it
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         if message["role"] == "user"
         for part in _media(message.get("content"), index)
     )
-    history = tuple(turn for i, m in enumerate(messages) for turn in _turns(m, i, i == last))
+    history = tuple(turn for i, m in enumerate(messages) for turn in _turns(messages, i, i == last))
     return ChatRequest(raw, body, model, stream, prompt, media, history, _unjudged(messages))
 
 
@@ -140,13 +141,17 @@ def _last_user_index(messages: list[dict[str, Any]]) -> int | None:
     return users[-1] if users else None
 
 
-def _turns(message: dict[str, Any], index: int, is_last_user: bool) -> list[Turn]:
-    """What of one message is judged besides the last user turn's text."""
+def _turns(messages: list[dict[str, Any]], index: int, is_last_user: bool) -> list[Turn]:
+    """What of one message is judged besides the last user turn's text. An assistant turn
+    is judged as the answer to the message before it (a forged one is a known jailbreak)."""
+    message = messages[index]
     role, where = message["role"], f"messages[{index}]"
     turns = []
-    if not is_last_user:
-        text = said(message) if role == "assistant" else message_text(message.get("content"))
-        turns.append(Turn(where, role, text))
+    if role == "assistant":
+        before = message_text(messages[index - 1].get("content")) if index else ""
+        turns.append(Turn(where, role, said(message), before))
+    elif not is_last_user:
+        turns.append(Turn(where, role, message_text(message.get("content"))))
     name = message.get("name")
     if isinstance(name, str):
         turns.append(Turn(f"{where}.name", role, name))

@@ -34,7 +34,7 @@ class OneVerdict:
 
 
 async def _result(verdict: Verdict, check: GuardInput) -> CheckResult:
-    return await run_checks(OneVerdict(verdict), [check], check.direction)
+    return await run_checks(OneVerdict(verdict), [check])
 
 
 # --- decisions -------------------------------------------------------------------------------
