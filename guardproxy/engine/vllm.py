@@ -103,7 +103,6 @@ class VllmEngine:
     health_url: str
     env: Mapping[str, str] = field(default_factory=dict)
     status: EngineStatus = field(default_factory=EngineStatus)
-    _process: asyncio.subprocess.Process | None = None
 
     async def run(self) -> None:
         failures = 0
@@ -133,7 +132,7 @@ class VllmEngine:
             env={**os.environ, **BASE_ENV, **self.env},
             start_new_session=True,  # its EngineCore and workers stop with it (killpg)
         )
-        self._process, self.status.pid = process, process.pid
+        self.status.pid = process.pid
         relay = asyncio.ensure_future(self._relay_logs(process))
         watch = asyncio.ensure_future(self._await_ready(process))
         try:
@@ -142,7 +141,6 @@ class VllmEngine:
             watch.cancel()
             await self._terminate(process)
             await asyncio.gather(relay, watch, return_exceptions=True)
-            self._process = None
 
     async def _await_ready(self, process: asyncio.subprocess.Process) -> None:
         began = time.monotonic()
