@@ -61,15 +61,12 @@ class StreamEnd:
     error: GuardproxyError | None = None
 
 
-def event_text(event: SSEEvent) -> str:
-    """The text a chat-completion chunk adds (every text field, all choices)."""
-    chunk = chunk_of(event)
+def chunk_text(chunk: dict[str, Any] | None) -> str:
     return "".join(said(c.get("delta")) for c in choices_of(chunk)) if chunk else ""
 
 
-def carries_call(event: SSEEvent) -> bool:
+def carries_call(chunk: dict[str, Any] | None) -> bool:
     """Whether the chunk is part of a tool or function call, streamed as fragments."""
-    chunk = chunk_of(event)
     deltas = [c.get("delta") for c in choices_of(chunk)] if chunk else []
     return any(
         isinstance(d, dict) and (d.get("tool_calls") or d.get("function_call")) for d in deltas
@@ -108,9 +105,9 @@ class WindowBuilder:
         fragments are held until the call is complete (the next event that is not one, or the
         end), so a call is judged whole, name and arguments, and never released half-sent.
         """
-        text = event_text(event)
+        chunk = chunk_of(event)
+        text, call = chunk_text(chunk), carries_call(chunk)
         closed = None
-        call = carries_call(event)
         if call != self.in_call:
             closed = self.close()  # a call starts, or one is complete
             self.in_call = call

@@ -122,13 +122,28 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             app = create_app(settings, policies, audit=audit, reload=loader, fetcher=fetcher)
             url = stack.enter_context(run_in_thread(app))
             proxy = Proxy(url, guard, upstream, audit, policies_dir=tmp_path / "policies")
-            stack.callback(_close_all, proxy.clients)
+            stack.callback(close_all, proxy.clients)
             return proxy
 
         yield start
 
 
-def _close_all(clients: list[openai.OpenAI]) -> None:
+def write_embedded_config(folder: Path, guard: dict[str, Any], upstream_url: str) -> Path:
+    """guardproxy.yaml with one guard, `embedded`, and one tenant on it."""
+    config = {
+        "guards": {"embedded": guard},
+        "upstreams": {"app": {"url": f"{upstream_url}/v1"}},
+        "policies": "policies",
+        "audit": {"path": "-"},
+    }
+    tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "embedded", "upstream": "app"}
+    (folder / "policies").mkdir()
+    (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
+    (folder / "guardproxy.yaml").write_text(yaml.safe_dump(config))
+    return folder / "guardproxy.yaml"
+
+
+def close_all(clients: list[openai.OpenAI]) -> None:
     for client in clients:
         client.close()
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
 from guardproxy.app import create_app
 from guardproxy.config import GuardSettings, load_settings
@@ -24,7 +23,7 @@ from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
 from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
-from tests.conftest import REPO, TENANT_KEY
+from tests.conftest import REPO, TENANT_KEY, write_embedded_config
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
 
@@ -115,17 +114,7 @@ def _write_config(folder: Path, upstream_url: str) -> Path:
         "timeout_s": 5,
         "retries": 0,
     }
-    config = {
-        "guards": {"embedded": guard},
-        "upstreams": {"app": {"url": f"{upstream_url}/v1"}},
-        "policies": "policies",
-        "audit": {"path": "-"},
-    }
-    tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "embedded", "upstream": "app"}
-    (folder / "policies").mkdir()
-    (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
-    (folder / "guardproxy.yaml").write_text(yaml.safe_dump(config))
-    return folder / "guardproxy.yaml"
+    return write_embedded_config(folder, guard, upstream_url)
 
 
 def test_the_proxy_serves_with_an_embedded_guard_and_fails_over_while_it_is_down(

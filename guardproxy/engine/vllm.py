@@ -169,7 +169,7 @@ class VllmEngine:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(process.wait()), STOP_GRACE_S)
         # Nothing signals the end of a process group but polling it.
-        while _group_alive(process.pid) and time.monotonic() < deadline:  # noqa: ASYNC110
+        while group_alive(process.pid) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         _signal_group(process.pid, signal.SIGKILL)
         await process.wait()
@@ -180,7 +180,8 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` is still running."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):

@@ -7,6 +7,7 @@ whose policy needs more).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -72,8 +73,10 @@ KNOWN_CATEGORIES: tuple[str, ...] = tuple(
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def known_names(policy: GuardPolicy) -> frozenset[str]:
-    """The names a verdict under `policy` may use without being unknown."""
+    """The names a verdict under `policy` may use without being unknown (computed once per
+    policy: it is asked for every verdict)."""
     custom = (name for name, _ in policy.custom)
     return frozenset((*KNOWN_CATEGORIES, *custom, *policy.extra, *policy.suppressed))
 

@@ -35,6 +35,7 @@ from guardproxy.engine.vllm import free_port
 from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet
+from tests.conftest import close_all
 from tests.fakes.server import run_in_thread
 
 HERE = Path(__file__).parent
@@ -252,15 +253,10 @@ def start_tier(engine: Engine, tmp_path: Path) -> Iterator[TierFactory]:
             app = create_app(settings, policies, audit=audit)
             url = stack.enter_context(run_in_thread(app))
             proxy = TierProxy(url, relay, audit, settings, policies)
-            stack.callback(_close_all, proxy.clients)
+            stack.callback(close_all, proxy.clients)
             return proxy
 
         yield start
-
-
-def _close_all(clients: list[openai.OpenAI]) -> None:
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture(scope="session")

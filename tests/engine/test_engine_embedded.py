@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import yaml
 
+from bench.engine_start import group_rss_mb
 from guardproxy.app import create_app
 from guardproxy.config import load_settings
+from guardproxy.engine.vllm import group_alive
 from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
-from tests.engine.conftest import ENGINE_ENV, TENANT_KEY, engine_env, engine_python, forced
+from tests.conftest import TENANT_KEY, write_embedded_config
+from tests.engine.conftest import ENGINE_ENV, engine_env, engine_python, forced
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
 
@@ -38,23 +40,6 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = READY_S) -> float
     return time.monotonic() - started
 
 
-def group_rss_mb(pid: int) -> float:
-    """Resident memory of every process in the engine's process group."""
-    total_kb = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != pid:
-                continue
-            status = (entry / "status").read_text()
-        except (ProcessLookupError, FileNotFoundError, PermissionError):
-            continue
-        rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
-        total_kb += int(rss[0].split()[1]) if rss else 0
-    return total_kb / 1024
-
-
 def _config(folder: Path, model: Path, upstream_url: str) -> Path:
     cache = {
         k: v for k, v in engine_env().items() if k in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
@@ -69,17 +54,7 @@ def _config(folder: Path, model: Path, upstream_url: str) -> Path:
         "timeout_s": 30,
         "retries": 0,
     }
-    config = {
-        "guards": {"embedded": guard},
-        "upstreams": {"app": {"url": f"{upstream_url}/v1"}},
-        "policies": "policies",
-        "audit": {"path": "-"},
-    }
-    tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "embedded", "upstream": "app"}
-    (folder / "policies").mkdir()
-    (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
-    (folder / "guardproxy.yaml").write_text(yaml.safe_dump(config))
-    return folder / "guardproxy.yaml"
+    return write_embedded_config(folder, guard, upstream_url)
 
 
 def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
@@ -115,12 +90,4 @@ def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
             assert http.get("/readyz").json()["engines"]["embedded"]["restarts"] == 1
             last = engine.status.pid
     assert last is not None
-    wait_for(lambda: not _group_alive(last), 30)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    wait_for(lambda: not group_alive(last), 30)
