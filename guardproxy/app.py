@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
@@ -17,8 +17,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import Receive
 
-from guardproxy.api.chat import parse_chat_request
-from guardproxy.api.responses import error_body, error_response
+from guardproxy.api.chat_codec import CHAT
+from guardproxy.api.conversation import Codec
+from guardproxy.api.shapes import error_body, error_response
 from guardproxy.checks import Guard
 from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
@@ -107,7 +108,7 @@ def create_app(
 
     return Starlette(
         routes=[
-            HttpRoute("/v1/chat/completions", chat_completions, methods=["POST"]),
+            HttpRoute("/v1/chat/completions", served(CHAT), methods=["POST"]),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
@@ -154,13 +155,22 @@ def _routes(
     }
 
 
-async def chat_completions(request: Request) -> Response:
+def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint of one wire API: its codec decodes, the one pipeline serves."""
+
+    async def endpoint(request: Request) -> Response:
+        return await _serve(codec, request)
+
+    return endpoint
+
+
+async def _serve(codec: Codec, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
-    exchange = Exchange()
+    exchange = Exchange(api=codec.api)
     try:
-        response = await _chat(runtime, request, exchange)
+        response = await _handle(codec, runtime, request, exchange)
     except GuardproxyError as exc:
-        response = error_response(exc, exchange)
+        response = error_response(exc, exchange, codec)
     except BaseException as exc:  # the 500 handler answers; the audit still gets its line
         exchange.status, exchange.error = 500, f"internal error: {type(exc).__name__}"
         await _audit(runtime, exchange)
@@ -172,10 +182,10 @@ async def chat_completions(request: Request) -> Response:
     return response
 
 
-async def _chat(runtime: Runtime, request: Request, exchange: Exchange) -> Response:
-    tenant = runtime.policies.authenticate(request.headers.get("authorization"))
+async def _handle(codec: Codec, runtime: Runtime, request: Request, exchange: Exchange) -> Response:
+    tenant = runtime.policies.authenticate(_proxy_key(request))
     exchange.tenant = tenant.tenant
-    chat = parse_chat_request(await _read_body(request, runtime.settings.max_body_bytes))
+    chat = codec.decode(await _read_body(request, runtime.settings.max_body_bytes))
     exchange.model, exchange.stream = chat.model, chat.stream
     route = runtime.route_for(tenant)
     forwarded = runtime.settings.upstreams[tenant.upstream].forward_headers
@@ -183,6 +193,15 @@ async def _chat(runtime: Runtime, request: Request, exchange: Exchange) -> Respo
     region = request.headers.get(REGION_HEADER)
     work = handle_chat(route, chat, headers, exchange, region, runtime.fetcher)
     return await _unless_disconnected(request, work)
+
+
+def _proxy_key(request: Request) -> str | None:
+    """`Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`."""
+    authorization = request.headers.get("authorization")
+    api_key = request.headers.get("x-api-key")
+    if authorization is None and api_key is not None:
+        return f"Bearer {api_key}"
+    return authorization
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[None, None, Response]) -> Response:
@@ -233,10 +252,10 @@ async def list_models(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     exchange = Exchange()
     try:
-        tenant = runtime.policies.authenticate(request.headers.get("authorization"))
+        tenant = runtime.policies.authenticate(_proxy_key(request))
         reply = await runtime.route_for(tenant).upstream.list_models()
     except GuardproxyError as exc:
-        return error_response(exc, exchange)
+        return error_response(exc, exchange, CHAT)
     return Response(reply.body, reply.status, media_type=reply.content_type)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
-from guardproxy.api.chat import Turn
+from guardproxy.api.conversation import Turn
 from guardproxy.errors import GuardError
 from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage

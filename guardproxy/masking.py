@@ -10,7 +10,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from guardproxy.api.chat import TEXT_FIELDS, ChatRequest
+from guardproxy.api.chat import TEXT_FIELDS
+from guardproxy.api.conversation import Conversation
 from guardproxy.api.sse import DONE, SSEEvent, choices_of, chunk_of, encode_event, index_of
 from guardproxy.policy.model import RedactionPolicy
 from guardproxy.redaction import CATEGORY_DETECTORS, DETECTORS, Redactor, StreamRedactor
@@ -53,7 +54,9 @@ class Masker:
         return StreamRedactor(self.redactor, types) if types else None
 
 
-def mask_request(request: ChatRequest, masker: Masker, types: Collection[str]) -> tuple[bytes, int]:
+def mask_request(
+    request: Conversation, masker: Masker, types: Collection[str]
+) -> tuple[bytes, int]:
     """The request body with the text of every message masked, and how many spans were.
 
     With nothing found the client's bytes are returned untouched.

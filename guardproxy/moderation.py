@@ -8,7 +8,8 @@ check, with the checks pipelined against the upstream's generation.
 Windows grow from `first_window` to `window` characters (a fast first release, then few guard
 calls), end on a word boundary (a blocked window never leaves half a word behind), and are
 checked together with the last `overlap` characters of the window before. The upstream's events
-are released byte for byte; `[DONE]` only after the final check of the whole answer.
+are released byte for byte; the API's end events (`[DONE]`, `response.completed`,
+`message_stop`) only after the final check of the whole answer.
 """
 
 from __future__ import annotations
@@ -17,15 +18,12 @@ import asyncio
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
-from guardproxy.api.chat import said
-from guardproxy.api.responses import stream_error_event
-from guardproxy.api.sse import DONE, SSEDecoder, SSEEvent, choices_of, chunk_of
+from guardproxy.api.conversation import EventRewriter, StreamCodec
+from guardproxy.api.sse import SSEDecoder, SSEEvent, chunk_of
 from guardproxy.checks import CheckResult
 from guardproxy.decision import Action
 from guardproxy.errors import GuardproxyError, UpstreamError
-from guardproxy.masking import EventMasker
 from guardproxy.policy.model import OutputPolicy
 from guardproxy.upstreams.base import UpstreamReply
 
@@ -61,18 +59,6 @@ class StreamEnd:
     error: GuardproxyError | None = None
 
 
-def chunk_text(chunk: dict[str, Any] | None) -> str:
-    return "".join(said(c.get("delta")) for c in choices_of(chunk)) if chunk else ""
-
-
-def carries_call(chunk: dict[str, Any] | None) -> bool:
-    """Whether the chunk is part of a tool or function call, streamed as fragments."""
-    deltas = [c.get("delta") for c in choices_of(chunk)] if chunk else []
-    return any(
-        isinstance(d, dict) and (d.get("tool_calls") or d.get("function_call")) for d in deltas
-    )
-
-
 def is_boundary(char: str) -> bool:
     """A place where a window may end: after a space or punctuation, or any CJK character."""
     return (
@@ -85,6 +71,7 @@ def is_boundary(char: str) -> bool:
 @dataclass
 class WindowBuilder:
     policy: OutputPolicy
+    codec: StreamCodec
     size: int = 0
     events: list[SSEEvent] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
@@ -106,7 +93,8 @@ class WindowBuilder:
         end), so a call is judged whole, name and arguments, and never released half-sent.
         """
         chunk = chunk_of(event)
-        text, call = chunk_text(chunk), carries_call(chunk)
+        text = self.codec.text(chunk) if chunk else ""
+        call = self.codec.in_call(chunk) if chunk else False
         closed = None
         if call != self.in_call:
             closed = self.close()  # a call starts, or one is complete
@@ -156,19 +144,20 @@ class ChunkedModerator:
         reply: UpstreamReply,
         policy: OutputPolicy,
         moderation: Moderation,
-        masking: EventMasker | None = None,
+        codec: StreamCodec,
+        masking: EventRewriter | None = None,
     ) -> None:
         assert reply.stream is not None
         self.reply = reply
         self.stream = reply.stream
         self.policy = policy
         self.moderation = moderation
+        self.codec = codec
         self.masking = masking
-        self.done_event: bytes | None = None
+        self.held: list[SSEEvent] = []  # the end events, released after the final check
         self.final: Check | None = None
         self.tasks: list[asyncio.Task[CheckResult]] = []
         self.released = False
-        self.identity: dict[str, Any] | None = None  # the stream's id, created and model
         self.cut_off: Action | None = None
 
     async def events(self) -> AsyncGenerator[bytes]:
@@ -203,7 +192,7 @@ class ChunkedModerator:
     async def _finish(self, end: StreamEnd, unchecked: list[Check]) -> AsyncIterator[bytes]:
         if end.error is not None:
             self.moderation.failed(end.error)
-            yield stream_error_event(end.error)  # no [DONE]: the answer is incomplete
+            yield self.codec.error_event(end.error)  # no end event: the answer is incomplete
             return
         final = [self.final] if self.final else []
         action = await self._first_failure([*unchecked, *final], wait=True)
@@ -213,8 +202,8 @@ class ChunkedModerator:
             return
         if self.masking is not None:
             yield self.masking.finish()
-        if self.done_event is not None:
-            yield self.done_event
+        if self.held:
+            yield self._outgoing(self.held)
 
     def _outgoing(self, events: list[SSEEvent]) -> bytes:
         """A window's events as one write: one send per window, not one per token."""
@@ -244,7 +233,7 @@ class ChunkedModerator:
         return self.moderation.blocked(action)
 
     async def _read(self, queue: asyncio.Queue[Window | StreamEnd]) -> None:
-        builder, decoder = WindowBuilder(self.policy), SSEDecoder()
+        builder, decoder = WindowBuilder(self.policy, self.codec), SSEDecoder()
         try:
             async for chunk in self.stream:
                 for event in decoder.feed(chunk):
@@ -266,12 +255,12 @@ class ChunkedModerator:
     async def _take(
         self, event: SSEEvent, builder: WindowBuilder, queue: asyncio.Queue[Window | StreamEnd]
     ) -> None:
-        if event.data is not None and event.data.strip() == DONE:
-            self.done_event = event.raw
+        chunk = chunk_of(event)
+        if self.codec.is_end(event, chunk):
+            self.held.append(event)
             return
-        if self.identity is None:
-            chunk = chunk_of(event) or {}
-            self.identity = {k: chunk[k] for k in ("id", "created", "model") if k in chunk} or None
+        if chunk is not None:
+            self.codec.observe(chunk)
         await self._emit(builder.add(event), queue)
 
     async def _emit(

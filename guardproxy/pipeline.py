@@ -1,4 +1,5 @@
-"""The request path: input guard -> upstream -> output guard -> decision, for one tenant.
+"""The request path: input guard -> upstream -> output guard -> decision, for one tenant,
+whatever the API: the request's codec (`Conversation.codec`) reads and writes the wire shapes.
 
 client ──► input check ──► [mask] ──► upstream LLM ──► output check ──► [mask] ──► client
               │ unsafe                                    │ unsafe
@@ -17,13 +18,8 @@ from typing import Any
 
 from starlette.responses import Response
 
-from guardproxy.api.chat import ChatRequest, choice_texts
-from guardproxy.api.responses import (
-    blocked_events,
-    blocked_response,
-    completion_with_verdicts,
-    status_of,
-)
+from guardproxy.api.conversation import Conversation, StreamCodec
+from guardproxy.api.shapes import blocked_response, status_of, with_verdicts
 from guardproxy.checks import (
     OFF,
     PENDING,
@@ -35,7 +31,7 @@ from guardproxy.checks import (
 )
 from guardproxy.decision import Action, categories_to_redact, decide
 from guardproxy.errors import GuardproxyError, GuardUnavailable, RequestError, UpstreamError
-from guardproxy.masking import EventMasker, Masker, mask_completion, mask_request
+from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
 from guardproxy.moderation import ChunkedModerator, Moderation
@@ -70,7 +66,7 @@ class Route:
 
 async def handle_chat(
     route: Route,
-    request: ChatRequest,
+    request: Conversation,
     headers: dict[str, str],
     exchange: Exchange,
     region: str | None,
@@ -93,16 +89,17 @@ class ChatFlow:
         self,
         route: Route,
         profile: Profile,
-        request: ChatRequest,
+        request: Conversation,
         headers: dict[str, str],
         exchange: Exchange,
         media: RequestMedia = NO_MEDIA,
     ) -> None:
         self.route, self.tenant, self.profile = route, route.tenant, profile
         self.request, self.headers, self.exchange = request, headers, exchange
+        self.codec = request.codec
         self.masker = route.masker
         self.media = media
-        self.moderator: ChunkedModerator | None = None
+        self.stream_codec: StreamCodec = self.codec.stream(request)
 
     async def run(self) -> Response:
         parallel = self.tenant.input.enabled and self.tenant.input.mode == "parallel"
@@ -123,8 +120,7 @@ class ChatFlow:
     def _buffer_stream(self) -> bool:
         """Windows judge one text; with several choices (`n` > 1) the stream is buffered so
         each choice is judged as its own answer."""
-        choices = self.request.body.get("n")
-        return self.tenant.output.stream == "buffer" or (isinstance(choices, int) and choices > 1)
+        return self.tenant.output.stream == "buffer" or self.codec.buffers_streams(self.request)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -151,7 +147,7 @@ class ChatFlow:
             raise
 
     def _always_masked(self) -> bytes:
-        body, found = mask_request(self.request, self.masker, self.masker.always)
+        body, found = self.codec.mask_request(self.request, self.masker, self.masker.always)
         self._count_redactions("input", found)
         return body
 
@@ -176,7 +172,7 @@ class ChatFlow:
         types = self._redaction(result, rules, texts)
         if types is None:
             return self._blocked()
-        body, found = mask_request(self.request, self.masker, types)
+        body, found = self.codec.mask_request(self.request, self.masker, types)
         self.exchange.redacted["input"] = found
         return body
 
@@ -213,24 +209,25 @@ class ChatFlow:
     async def _complete(self, reply: UpstreamReply) -> Response:
         completion = _decode_completion(reply.body)
         types = self.masker.always
+        texts = self.codec.answer_texts(completion)
         if self.tenant.output.enabled:
             rules = self.profile.output
-            answers = self._output_checks(choice_texts(completion), rules)
+            answers = self._output_checks(texts, rules)
             result = await run_checks(self.route.guard, answers)
             self.exchange.output = result
             action = self._act(result, rules, "output")
             if action is Action.REDACT:
-                redaction = self._redaction(result, rules, choice_texts(completion))
+                redaction = self._redaction(result, rules, texts)
                 action = Action.BLOCK if redaction is None else action
                 types = redaction or types
             if action is Action.BLOCK:
                 return self._blocked(completion.get("usage"))
         else:
             self.exchange.output = OFF
-        completion, found = mask_completion(completion, self.masker, types)
+        completion, found = self.codec.mask_answer(completion, self.masker, types)
         self._count_redactions("output", found)
         self.exchange.status = reply.status
-        return completion_with_verdicts(completion, self.exchange)
+        return with_verdicts(completion, self.exchange)
 
     # -- output, streamed -------------------------------------------------------------------
 
@@ -241,14 +238,14 @@ class ChatFlow:
         before it is answered with the tenant's block shape or a 503, never a 200.
         """
         self.exchange.status = reply.status
-        masking = EventMasker.maybe(self.masker, self._stream_mask_types())
+        masking = self.stream_codec.masking(self.masker, self._stream_mask_types())
         if not self.tenant.output.enabled:
             self.exchange.output = OFF
-            return relay_response(reply, self.exchange, masking)
+            return relay_response(reply, self.exchange, self.stream_codec, masking)
         self.exchange.output = PENDING
         moderation = Moderation(self._check_window, self._judge_window, self._cut_off, self._failed)
-        moderator = ChunkedModerator(reply, self.tenant.output, moderation, masking)
-        self.moderator = moderator
+        codec = self.stream_codec
+        moderator = ChunkedModerator(reply, self.tenant.output, moderation, codec, masking)
         events = moderator.events()
         try:
             first = await anext(events, b"")
@@ -299,8 +296,7 @@ class ChatFlow:
 
     def _cut_off(self, action: Action) -> list[bytes]:
         error = self.exchange.output.error
-        identity = self.moderator.identity if self.moderator else None
-        return blocked_events(self.request, self.exchange, action, self.tenant, error, identity)
+        return self.stream_codec.cut_off(self.exchange, self.tenant, action, error)
 
     def _failed(self, error: GuardproxyError) -> None:
         self.exchange.status, _, _ = status_of(error)
@@ -310,19 +306,20 @@ class ChatFlow:
         """Collect the whole stream, check it once, then send it on with its original framing."""
         buffered = await buffer_stream(reply, BUFFER_LIMIT_BYTES)
         rules = self.profile.output
-        checks = self._output_checks(buffered.text.texts(), rules)
+        texts = self.stream_codec.texts(buffered.events)
+        checks = self._output_checks(texts, rules)
         result = await run_checks(self.route.guard, checks)
         self.exchange.output = result
         action = self._act(result, rules, "output")
         types = self._stream_mask_types()
         if action is Action.REDACT:
-            redaction = self._redaction(result, rules, buffered.text.texts())
+            redaction = self._redaction(result, rules, texts)
             action = Action.BLOCK if redaction is None else action
             types = types | (redaction or frozenset())
         if action is Action.BLOCK:
             return self._blocked()
         self.exchange.status = reply.status
-        masking = EventMasker.maybe(self.masker, types)
+        masking = self.stream_codec.masking(self.masker, types)
         return replay_response(buffered.events, reply, self.exchange, masking)
 
     def _output_checks(self, answers: list[str], rules: DirectionRules) -> list[GuardInput]:
@@ -349,7 +346,7 @@ class ChatFlow:
             self.exchange.redacted[direction] = self.exchange.redacted.get(direction, 0) + found
 
 
-def _refuse_unjudged(request: ChatRequest, tenant: TenantPolicy, exchange: Exchange) -> None:
+def _refuse_unjudged(request: Conversation, tenant: TenantPolicy, exchange: Exchange) -> None:
     """A part no guard can judge is refused (400), never passed on unchecked, unless the
     tenant allows it; then the audit record names it."""
     if not request.unjudged or not tenant.input.enabled:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from guardproxy.api.responses import SSE_HEADERS, status_of, stream_error_event
-from guardproxy.api.sse import SSEDecoder, SSEEvent, StreamText
+from guardproxy.api.conversation import EventRewriter, StreamCodec
+from guardproxy.api.shapes import SSE_HEADERS, status_of
+from guardproxy.api.sse import SSEDecoder, SSEEvent
 from guardproxy.errors import UpstreamError
-from guardproxy.masking import EventMasker
 from guardproxy.observe.exchange import Exchange
 from guardproxy.upstreams.base import UpstreamReply
 
@@ -63,11 +63,10 @@ class GuardedStream(StreamingResponse):
 @dataclass
 class BufferedStream:
     events: list[SSEEvent] = field(default_factory=list)
-    text: StreamText = field(default_factory=StreamText)
 
 
 async def buffer_stream(reply: UpstreamReply, limit: int) -> BufferedStream:
-    """Read the whole upstream stream (bounded), keeping each event's bytes and the text."""
+    """Read the whole upstream stream (bounded), keeping each event's bytes."""
     assert reply.stream is not None
     buffered, decoder, size = BufferedStream(), SSEDecoder(), 0
     try:
@@ -75,44 +74,41 @@ async def buffer_stream(reply: UpstreamReply, limit: int) -> BufferedStream:
             size += len(chunk)
             if size > limit:
                 raise UpstreamError(f"The streamed answer exceeds the {limit}-byte check buffer.")
-            _keep(buffered, decoder.feed(chunk))
-        _keep(buffered, decoder.flush())
+            buffered.events += decoder.feed(chunk)
+        buffered.events += decoder.flush()
     finally:
         await reply.aclose()
     return buffered
 
 
-def _keep(buffered: BufferedStream, events: Iterable[SSEEvent]) -> None:
-    for event in events:
-        buffered.events.append(event)
-        buffered.text.add(event)
-
-
 def relay_response(
-    reply: UpstreamReply, exchange: Exchange, masking: EventMasker | None = None
+    reply: UpstreamReply,
+    exchange: Exchange,
+    codec: StreamCodec,
+    masking: EventRewriter | None = None,
 ) -> GuardedStream:
     """Upstream SSE to the client as it arrives (no output check): byte for byte, or event by
     event through the tenant's redaction."""
     assert reply.stream is not None
     chunks = reply.stream if masking is None else _masked(reply.stream, masking)
-    response = sse_response(_relay(chunks, exchange), reply, exchange)
+    response = sse_response(_relay(chunks, exchange, codec), reply, exchange)
     response.closers.append(reply.aclose)
     return response
 
 
 def replay_response(
-    events: list[SSEEvent], reply: UpstreamReply, exchange: Exchange, masking: EventMasker | None
+    events: list[SSEEvent], reply: UpstreamReply, exchange: Exchange, masking: EventRewriter | None
 ) -> GuardedStream:
     """A checked, buffered stream sent on with its original framing."""
     raw = [e.raw for e in events] if masking is None else _masked_events(events, masking)
     return sse_response(_replay(raw), reply, exchange)
 
 
-def _masked_events(events: list[SSEEvent], masking: EventMasker) -> list[bytes]:
+def _masked_events(events: list[SSEEvent], masking: EventRewriter) -> list[bytes]:
     return [*(masking.rewrite(e) for e in events), masking.finish()]
 
 
-async def _masked(chunks: AsyncIterator[bytes], masking: EventMasker) -> AsyncIterator[bytes]:
+async def _masked(chunks: AsyncIterator[bytes], masking: EventRewriter) -> AsyncIterator[bytes]:
     decoder = SSEDecoder()
     async for chunk in chunks:
         for event in decoder.feed(chunk):
@@ -136,14 +132,16 @@ def sse_response(
     return GuardedStream(content, headers, reply.content_type or "text/event-stream", exchange)
 
 
-async def _relay(chunks: AsyncIterator[bytes], exchange: Exchange) -> AsyncGenerator[bytes]:
+async def _relay(
+    chunks: AsyncIterator[bytes], exchange: Exchange, codec: StreamCodec
+) -> AsyncGenerator[bytes]:
     try:
         async for chunk in chunks:
             yield chunk
     except UpstreamError as exc:
         exchange.status, _, _ = status_of(exc)
         exchange.error = str(exc)
-        yield stream_error_event(exc)
+        yield codec.error_event(exc)
 
 
 async def _replay(events: list[bytes]) -> AsyncGenerator[bytes]:

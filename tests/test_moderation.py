@@ -8,6 +8,8 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
+from guardproxy.api.chat_codec import CHAT, parse_chat_request
+from guardproxy.api.conversation import StreamCodec
 from guardproxy.api.sse import SSEDecoder, encode_event
 from guardproxy.checks import CheckResult, CheckStatus
 from guardproxy.decision import Action
@@ -64,6 +66,10 @@ class Guard:
         return UNSAFE if any(w in text for w in self.unsafe_words) else SAFE
 
 
+def chat_stream() -> StreamCodec:
+    return CHAT.stream(parse_chat_request(b'{"model": "m", "messages": [{"role": "user"}]}'))
+
+
 def moderation(guard: Guard) -> Moderation:
     def judge(result: CheckResult, text: str) -> Action:
         return Action.BLOCK if result.status is CheckStatus.UNSAFE else Action.ALLOW
@@ -73,7 +79,7 @@ def moderation(guard: Guard) -> Moderation:
 
 async def run(upstream: Upstream, guard: Guard, **policy: object) -> list[bytes]:
     moderator = ChunkedModerator(
-        upstream.reply(), OutputPolicy.model_validate(policy), moderation(guard)
+        upstream.reply(), OutputPolicy.model_validate(policy), moderation(guard), chat_stream()
     )
     return [chunk async for chunk in moderator.events()]
 
@@ -165,7 +171,8 @@ async def test_checks_overlap_with_reading_the_next_window() -> None:
     watcher = asyncio.create_task(watch())
     mod = Moderation(check, lambda r, t: Action.ALLOW, lambda a: [REFUSAL])
     policy = OutputPolicy(first_window=4, window=4, overlap=0, final_check=False)
-    chunks = [c async for c in ChunkedModerator(upstream.reply(), policy, mod).events()]
+    moderator = ChunkedModerator(upstream.reply(), policy, mod, chat_stream())
+    chunks = [c async for c in moderator.events()]
     await watcher
     assert texts(chunks) == "one two three four "
 
@@ -174,7 +181,10 @@ async def test_checks_overlap_with_reading_the_next_window() -> None:
 async def test_reading_ahead_is_bounded_when_the_client_is_slow() -> None:
     upstream = Upstream(stream_of([f"w{i} " for i in range(200)]))
     moderator = ChunkedModerator(
-        upstream.reply(), OutputPolicy(first_window=3, window=3, overlap=0), moderation(Guard())
+        upstream.reply(),
+        OutputPolicy(first_window=3, window=3, overlap=0),
+        moderation(Guard()),
+        chat_stream(),
     )
     events = moderator.events()
     assert isinstance(events, AsyncGenerator)
@@ -186,7 +196,7 @@ async def test_reading_ahead_is_bounded_when_the_client_is_slow() -> None:
 
 
 def test_window_builder_never_ends_inside_a_word() -> None:
-    builder = WindowBuilder(OutputPolicy(first_window=2, window=4, overlap=0))
+    builder = WindowBuilder(OutputPolicy(first_window=2, window=4, overlap=0), chat_stream())
     decoder = SSEDecoder()
     closed = [
         builder.add(e)
@@ -218,6 +228,6 @@ async def test_an_upstream_failure_mid_stream_ends_with_an_error_event_not_a_han
         lambda error: failures.append(str(error)),
     )
     reply = UpstreamReply(200, stream=broken())
-    chunks = [c async for c in ChunkedModerator(reply, OutputPolicy(), mod).events()]
+    chunks = [c async for c in ChunkedModerator(reply, OutputPolicy(), mod, chat_stream()).events()]
     assert b'"code": "upstream_error"' in chunks[-1]
     assert failures == ["The upstream stream failed: RuntimeError"]

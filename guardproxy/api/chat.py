@@ -1,75 +1,34 @@
-"""The client's chat-completions request: validated, with the parts the guards judge pulled out.
+"""Chat Completions, decoded: the request validated, with the parts the guards judge pulled out.
 
-The parsed body is only read: the upstream gets the client's bytes as sent (see `ChatRequest.raw`).
+The parsed body is only read: the upstream gets the client's bytes as sent (`Conversation.raw`).
+The codec that encodes answers, streams and blocks is `chat_codec.py`.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from guardproxy.api.conversation import (
+    OPERATOR_ROLES,
+    Codec,
+    Conversation,
+    MediaKind,
+    MediaPart,
+    Turn,
+    decode_object,
+)
+from guardproxy.api.conversation import text_of as message_text
 from guardproxy.errors import RequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-# Roles whose text is the operator's own, judged only with `input.judge_system: true`.
-OPERATOR_ROLES = frozenset({"system", "developer"})
 # Content part types the guards can judge; any other type is unjudged (see `unjudged_parts`).
 JUDGED_PART_TYPES = frozenset({"text", "refusal", "image_url", "video_url"})
-
-
-MediaKind = Literal["image", "video"]
 MEDIA_PART_TYPES: dict[str, MediaKind] = {"image_url": "image", "video_url": "video"}
+__all__ = ["OPERATOR_ROLES", "Turn", "decode_chat", "message_text"]
 
 
-@dataclass(frozen=True, slots=True)
-class MediaPart:
-    """An image or video part of a user turn, and where it sits in the request."""
-
-    kind: MediaKind
-    url: str
-    message: int
-    part: int
-
-    @property
-    def path(self) -> str:
-        return f"messages[{self.message}].content[{self.part}]"
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """Text of the conversation the upstream will see, other than the last user turn's: an
-    earlier user turn, a tool or function result, a client-supplied assistant turn (its tool
-    calls included), a `name` field, or an operator message."""
-
-    path: str  # "messages[3]" or "messages[3].name"
-    role: str
-    text: str
-    context: str | None = None  # an assistant turn: the text of the message before it
-
-
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
-    raw: bytes
-    body: dict[str, Any]
-    model: str
-    stream: bool
-    prompt: str  # text of the last user turn
-    media: tuple[MediaPart, ...] = ()  # image and video parts of every user turn
-    history: tuple[Turn, ...] = ()
-    unjudged: tuple[str, ...] = ()  # paths of content parts no guard can judge
-
-    def turns(self, operator: bool) -> tuple[Turn, ...]:
-        """The history to judge; operator (system, developer) text only if asked."""
-        return tuple(t for t in self.history if operator or t.role not in OPERATOR_ROLES)
-
-    @property
-    def images(self) -> tuple[str, ...]:
-        return tuple(m.url for m in self.media if m.kind == "image")
-
-
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    body = _decode(raw)
+def decode_chat(raw: bytes, codec: Codec) -> Conversation:
+    body = decode_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("'model' is required and must be a non-empty string.", "model")
@@ -86,17 +45,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         for part in _media(message.get("content"), index)
     )
     history = tuple(turn for i, m in enumerate(messages) for turn in _turns(messages, i, i == last))
-    return ChatRequest(raw, body, model, stream, prompt, media, history, _unjudged(messages))
-
-
-def _decode(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise RequestError("The request body must be a JSON object.")
-    return body
+    unjudged = _unjudged(messages)
+    return Conversation(codec, raw, body, model, stream, prompt, media, history, unjudged)
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,21 +118,11 @@ def _unjudged(messages: list[dict[str, Any]]) -> tuple[str, ...]:
     )
 
 
-def message_text(content: Any) -> str:
-    """The text of a message's content, text parts joined by newlines."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p.get("text") for p in content if isinstance(p, dict)]
-        return "\n".join(t for t in texts if isinstance(t, str))
-    return ""
-
-
 def _media(content: Any, message: int) -> tuple[MediaPart, ...]:
     if not isinstance(content, list):
         return ()
     return tuple(
-        MediaPart(MEDIA_PART_TYPES[p["type"]], _media_url(p), message, i)
+        MediaPart(MEDIA_PART_TYPES[p["type"]], _media_url(p), ("messages", message, "content", i))
         for i, p in enumerate(content)
         if p.get("type") in MEDIA_PART_TYPES
     )

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, replace
-from typing import Any
 
-from guardproxy.api.chat import ChatRequest, MediaPart
+from guardproxy.api.conversation import Conversation, MediaPart
 from guardproxy.media.errors import MediaError
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import PreparedImage, prepare_image
@@ -44,17 +43,18 @@ class RequestMedia:
         guard_images = self.guard_images()
         return guard_images[0].url if guard_images else None
 
-    def forwarded(self, request: ChatRequest, forward: str) -> ChatRequest:
-        """`request` with its image URLs replaced by the judged bytes (unless `original_url`)."""
+    def forwarded(self, request: Conversation, forward: str) -> Conversation:
+        """`request` with its images replaced by the judged bytes (unless `original_url`),
+        each in its API's own part shape."""
         if not self.images or forward == "original_url":
             return request
-        messages = [dict(m) for m in request.body["messages"]]
+        body = json.loads(request.raw)  # a copy to write into
         for part, image in self.images:
-            message = messages[part.message]
-            content = list(message["content"])
-            content[part.part] = _with_url(content[part.part], image.forward_data_url())
-            message["content"] = content
-        body = {**request.body, "messages": messages}
+            *parents, last = part.location
+            holder = body
+            for step in parents:
+                holder = holder[step]
+            holder[last] = request.codec.with_media(holder[last], image.forward_data_url())
         raw = json.dumps(body, ensure_ascii=False).encode()
         return replace(request, raw=raw, body=body)
 
@@ -62,14 +62,8 @@ class RequestMedia:
 NO_MEDIA = RequestMedia()
 
 
-def _with_url(part: dict[str, Any], url: str) -> dict[str, Any]:
-    image = part.get("image_url")
-    details = image if isinstance(image, dict) else {}
-    return {**part, "image_url": {**details, "url": url}}
-
-
 async def prepare_media(
-    request: ChatRequest, images: ImagesSettings, video: VideoSettings, fetcher: ImageFetcher
+    request: Conversation, images: ImagesSettings, video: VideoSettings, fetcher: ImageFetcher
 ) -> RequestMedia:
     """Fetch and decode every image and video of the last user turn, under the tenant's caps.
 

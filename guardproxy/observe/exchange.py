@@ -16,6 +16,7 @@ class Exchange:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     started: float = field(default_factory=time.time)
     started_perf: float = field(default_factory=time.perf_counter)
+    api: str = "chat.completions"
     tenant: str | None = None
     model: str | None = None
     stream: bool = False
@@ -76,6 +77,7 @@ class Exchange:
             "time": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
             "request_id": self.request_id,
             "tenant": self.tenant,
+            "api": self.api,
             "model": self.model,
             "stream": self.stream,
             "action": self.action,

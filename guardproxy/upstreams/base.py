@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from guardproxy.api.chat import ChatRequest
+from guardproxy.api.conversation import Conversation
 
 # Response headers worth relaying to the client; hop-by-hop and framing headers are not.
 RELAYED_RESPONSE_HEADERS = (
@@ -45,7 +45,7 @@ class UpstreamReply:
 
 class Upstream(Protocol):
     async def send(
-        self, request: ChatRequest, body: bytes, headers: dict[str, str]
+        self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
         """Send `body` (the client's bytes, redacted if the policy says so) upstream.
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from guardproxy.api.chat import ChatRequest
+from guardproxy.api.conversation import Conversation
 from guardproxy.api.sse import DONE, encode_event
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
@@ -38,7 +38,7 @@ class LitellmUpstream:
         self._completion = completion
 
     async def send(
-        self, request: ChatRequest, body: bytes, headers: dict[str, str]
+        self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
         fields = json.loads(body)
         fields.pop("model", None)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from guardproxy.api.chat import ChatRequest
+from guardproxy.api.conversation import Conversation
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.health import probe_models
@@ -22,14 +22,14 @@ class OpenAIUpstream:
         self.timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
 
     async def send(
-        self, request: ChatRequest, body: bytes, headers: dict[str, str]
+        self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
         outgoing = {**headers, **self._auth(), "content-type": "application/json"}
         if request.stream:
             outgoing["accept"] = "text/event-stream"
         http_request = self.client.build_request(
             "POST",
-            f"{self.base_url}/chat/completions",
+            f"{self.base_url}{request.codec.upstream_path}",
             content=body,
             headers=outgoing,
             timeout=self.timeout,

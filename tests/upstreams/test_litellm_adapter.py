@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from guardproxy.api.chat import parse_chat_request
+from guardproxy.api.chat_codec import parse_chat_request
 from guardproxy.api.sse import SSEDecoder
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError
