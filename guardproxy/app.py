@@ -19,6 +19,7 @@ from starlette.types import Receive
 
 from guardproxy.api.chat_codec import CHAT
 from guardproxy.api.conversation import Codec
+from guardproxy.api.responses_api import RESPONSES
 from guardproxy.api.shapes import error_body, error_response
 from guardproxy.checks import Guard
 from guardproxy.config import Settings
@@ -109,6 +110,7 @@ def create_app(
     return Starlette(
         routes=[
             HttpRoute("/v1/chat/completions", served(CHAT), methods=["POST"]),
+            HttpRoute("/v1/responses", served(RESPONSES), methods=["POST"]),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),

@@ -6,12 +6,12 @@ Detection itself lives in `guardproxy.redaction`; this module decides what is ma
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from guardproxy.api.chat import TEXT_FIELDS
-from guardproxy.api.conversation import Conversation
+from guardproxy.api.conversation import Conversation, Location
 from guardproxy.api.sse import DONE, SSEEvent, choices_of, chunk_of, encode_event, index_of
 from guardproxy.policy.model import RedactionPolicy
 from guardproxy.redaction import CATEGORY_DETECTORS, DETECTORS, Redactor, StreamRedactor
@@ -253,3 +253,70 @@ class EventMasker:
     def _flush(self, key: tuple[int, str]) -> str:
         redactor = self._redactors.pop(key, None)
         return redactor.flush() if redactor else ""
+
+
+def mask_locations(
+    request: Conversation, locations: Sequence[Location], masker: Masker, types: Collection[str]
+) -> tuple[bytes, int]:
+    """The request body with every string at (or under) `locations` masked, and how many
+    spans were. A codec names where its judged text sits; with nothing found the client's
+    bytes are returned untouched."""
+    if not types or not locations:
+        return request.raw, 0
+    body, found = json.loads(request.raw), 0  # a copy to write into
+    for location in locations:
+        *parents, last = location
+        holder = body
+        for step in parents:
+            holder = holder[step]
+        holder[last], count = mask_strings(holder[last], masker, types)
+        found += count
+    if not found:
+        return request.raw, 0
+    return json.dumps(body, ensure_ascii=False).encode(), found
+
+
+# Fields of a wire part that are identifiers, media or metadata, never text a reader sees.
+NOT_TEXT_KEYS = frozenset(
+    {
+        "type",
+        "id",
+        "call_id",
+        "item_id",
+        "tool_use_id",
+        "status",
+        "role",
+        "name",
+        "url",
+        "image_url",
+        "source",
+        "data",
+        "media_type",
+        "file_id",
+        "file_data",
+        "file_url",
+        "logprobs",
+        "annotations",
+        "signature",
+        "cache_control",
+        "detail",
+    }
+)
+
+
+def mask_strings(value: Any, masker: Masker, types: Collection[str]) -> tuple[Any, int]:
+    """Every string in `value` (a string, or nested lists and objects) masked, except
+    identifiers and media (`NOT_TEXT_KEYS`); keys kept, so a tool call's JSON arguments stay
+    valid JSON."""
+    if isinstance(value, str):
+        return masker.mask(value, types)
+    if isinstance(value, list):
+        items = [mask_strings(item, masker, types) for item in value]
+        return [item for item, _ in items], sum(count for _, count in items)
+    if isinstance(value, dict):
+        pairs = {
+            key: (item, 0) if key in NOT_TEXT_KEYS else mask_strings(item, masker, types)
+            for key, item in value.items()
+        }
+        return {key: item for key, (item, _) in pairs.items()}, sum(c for _, c in pairs.values())
+    return value, 0

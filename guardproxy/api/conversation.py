@@ -69,6 +69,7 @@ class Conversation:
     media: tuple[MediaPart, ...] = ()  # images and videos of the client's turns
     history: tuple[Turn, ...] = ()
     unjudged: tuple[str, ...] = ()  # paths of content parts no guard can judge
+    texts: tuple[Location, ...] = ()  # where the judged strings sit, for codecs that mask so
 
     def turns(self, operator: bool) -> tuple[Turn, ...]:
         """The history to judge; operator (system, developer) text only if asked."""

@@ -68,9 +68,16 @@ class SSEDecoder:
         return SSEEvent(raw, data)
 
 
-def encode_event(payload: dict[str, Any] | str) -> bytes:
+def encode_event(payload: dict[str, Any] | str, name: str | None = None) -> bytes:
+    """One SSE event; `name` adds the `event:` line the Responses and Messages APIs send."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n".encode()
+    head = f"event: {name}\n" if name else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+def encode_typed(payload: dict[str, Any]) -> bytes:
+    """An event named by its payload's `type`, as the Responses and Messages APIs frame them."""
+    return encode_event(payload, str(payload["type"]))
 
 
 def chunk_of(event: SSEEvent) -> dict[str, Any] | None:

@@ -57,6 +57,8 @@ class FakeUpstreamState:
     deltas: list[dict[str, Any]] | None = None
     message: dict[str, Any] | None = None
     ignore_stream: bool = False  # answer stream requests with a plain JSON completion
+    # The Responses and Messages fakes answer with this tool call (name, JSON arguments).
+    tool_call: tuple[str, str] | None = None
     framing: str = "vllm"  # or "openai": see _Stream
     open_streams: int = 0
     streams_closed_early: int = 0
@@ -131,7 +133,7 @@ async def read_json(request: Request) -> tuple[bytes, Any]:
         return body, None
 
 
-def _check_auth(request: Request, api_key: str | None) -> None:
+def check_auth(request: Request, api_key: str | None) -> None:
     if api_key is None:
         return
     header = request.headers.get("authorization", "")
@@ -155,9 +157,17 @@ def _check_body(body: Any) -> dict[str, Any]:
 
 def _pick_reply(state: FakeUpstreamState, messages: list[Any]) -> str:
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    last = message_text(users[-1]) if users else ""
-    matches = (reply for key, reply in state.replies.items() if key in last)
+    return pick_reply(state, message_text(users[-1]) if users else "")
+
+
+def pick_reply(state: FakeUpstreamState, last_user_text: str) -> str:
+    matches = (reply for key, reply in state.replies.items() if key in last_user_text)
     return next(matches, state.reply)
+
+
+def fragments(arguments: str, size: int = 7) -> list[str]:
+    """A tool call's JSON arguments cut into pieces, as models stream them."""
+    return [arguments[i : i + size] for i in range(0, len(arguments), size)] or [""]
 
 
 class _Stream:
@@ -265,13 +275,14 @@ async def _complete(state: FakeUpstreamState, body: dict[str, Any]) -> Response:
 
 
 def create_fake_upstream(state: FakeUpstreamState) -> Starlette:
-    """The fake LLM's ASGI app: POST /v1/chat/completions and GET /v1/models."""
+    """The fake LLM's ASGI app: POST /v1/chat/completions, /v1/responses, GET /v1/models."""
+    from tests.fakes import responses_api
 
     async def chat_completions(request: Request) -> Response:
         body, parsed = await read_json(request)
         state.requests.append(RecordedRequest(body, parsed, dict(request.headers)))
         try:
-            _check_auth(request, state.api_key)
+            check_auth(request, state.api_key)
             if state.fail_status is not None:
                 raise OpenAIError(state.fail_status, "The fake upstream was told to fail.")
             return await _complete(state, _check_body(parsed))
@@ -289,6 +300,7 @@ def create_fake_upstream(state: FakeUpstreamState) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/responses", responses_api.create_endpoint(state), methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
         ]
     )

@@ -1,0 +1,318 @@
+"""The OpenAI Responses API: the codec of `POST /v1/responses`.
+
+`input` is a string or a list of items. Message items (user, assistant, system, developer)
+are judged like chat messages, `function_call` items as the assistant's tool calls and
+`function_call_output` items as tool results; `instructions` are operator text. A
+`previous_response_id` names history stored upstream, which the proxy cannot see: it was
+judged when it went through the proxy, and what this request adds is judged now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+from guardproxy.api import shapes
+from guardproxy.api.conversation import (
+    Conversation,
+    Location,
+    MediaPart,
+    StreamCodec,
+    Turn,
+    decode_object,
+    json_path,
+    text_of,
+)
+from guardproxy.errors import RequestError
+from guardproxy.masking import Masker, mask_locations, mask_strings
+from guardproxy.observe.exchange import Exchange
+
+MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
+TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
+# Items that only point at history stored upstream; what they point at was judged when sent.
+REFERENCE_ITEMS = frozenset({"item_reference"})
+CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
+RESULT_ITEMS = {"function_call_output": "output", "custom_tool_call_output": "output"}
+NO_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens": 0,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 0,
+}
+
+
+class _Decoded:
+    """What decoding one request collects, item by item."""
+
+    def __init__(self) -> None:
+        self.prompt = ""
+        self.media: list[MediaPart] = []
+        self.history: list[Turn] = []
+        self.unjudged: list[str] = []
+        self.texts: list[Location] = []  # where judged strings sit, for redaction
+
+
+class ResponsesCodec:
+    api = "responses"
+    upstream_path = "/responses"
+
+    def decode(self, raw: bytes) -> Conversation:
+        body = decode_object(raw)
+        model, stream = body.get("model"), body.get("stream", False)
+        if not isinstance(model, str) or not model:
+            raise RequestError("'model' is required and must be a non-empty string.", "model")
+        if not isinstance(stream, bool):
+            raise RequestError("'stream' must be a boolean.", "stream")
+        found = _Decoded()
+        _instructions(body, found)
+        _input(body.get("input"), found)
+        return Conversation(
+            self,
+            raw,
+            body,
+            model,
+            stream,
+            found.prompt,
+            tuple(found.media),
+            tuple(found.history),
+            tuple(found.unjudged),
+            tuple(found.texts),
+        )
+
+    def mask_request(
+        self, request: Conversation, masker: Masker, types: Collection[str]
+    ) -> tuple[bytes, int]:
+        return mask_locations(request, request.texts, masker, types)
+
+    def with_media(self, part: dict[str, Any], data_url: str) -> dict[str, Any]:
+        return {**part, "image_url": data_url}
+
+    def answer_texts(self, answer: dict[str, Any]) -> list[str]:
+        output = answer.get("output")
+        items = output if isinstance(output, list) else []
+        return ["".join(item_text(item) for item in items)]
+
+    def mask_answer(
+        self, answer: dict[str, Any], masker: Masker, types: Collection[str]
+    ) -> tuple[dict[str, Any], int]:
+        output = answer.get("output")
+        if not isinstance(output, list) or not types:
+            return answer, 0
+        masked = [mask_item(item, masker, types) for item in output]
+        found = sum(count for _, count in masked)
+        return ({**answer, "output": [item for item, _ in masked]} if found else answer), found
+
+    def buffers_streams(self, request: Conversation) -> bool:
+        return False
+
+    def refusal(
+        self, request: Conversation, exchange: Exchange, refusal: str, usage: Any
+    ) -> dict[str, Any]:
+        response = incomplete_response(
+            base_response(request, exchange), refusal_item(exchange, refusal)
+        )
+        return {**response, "usage": usage or NO_USAGE, "guardproxy": exchange.client_view()}
+
+    def refusal_events(
+        self, request: Conversation, exchange: Exchange, refusal: str
+    ) -> list[bytes]:
+        from guardproxy.api.responses_stream import ResponsesStream
+
+        return ResponsesStream(request).refusal(exchange, refusal, started=False)
+
+    def content_filter_error(self, exchange: Exchange) -> dict[str, Any]:
+        return shapes.content_filter_error(exchange, "input")
+
+    def error(
+        self, message: str, status: int, type_: str, param: str | None, code: str | None
+    ) -> dict[str, Any]:
+        return shapes.error_body(message, type_, param, code)
+
+    def stream(self, request: Conversation) -> StreamCodec:
+        from guardproxy.api.responses_stream import ResponsesStream
+
+        return ResponsesStream(request)
+
+
+RESPONSES = ResponsesCodec()
+
+
+def _instructions(body: dict[str, Any], found: _Decoded) -> None:
+    instructions = body.get("instructions")
+    if isinstance(instructions, str) and instructions.strip():
+        found.history.append(Turn("instructions", "developer", instructions))
+        found.texts.append(("instructions",))
+    elif instructions is not None and not isinstance(instructions, str):
+        raise RequestError("'instructions' must be a string.", "instructions")
+
+
+def _input(items: Any, found: _Decoded) -> None:
+    if items is None:
+        return
+    if isinstance(items, str):
+        found.prompt = items
+        found.texts.append(("input",))
+        return
+    if not isinstance(items, list):
+        raise RequestError("'input' must be a string or an array of items.", "input")
+    users = [i for i, item in enumerate(items) if _role(item) == "user"]
+    last = users[-1] if users else None
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RequestError(f"'input[{index}]' must be an object.", f"input[{index}]")
+        before = item_text(items[index - 1]) if index else ""
+        _item(item, ("input", index), index == last, before, found)
+
+
+def _role(item: Any) -> str | None:
+    if not isinstance(item, dict) or item.get("type", "message") != "message":
+        return None
+    role = item.get("role")
+    return role if isinstance(role, str) else None
+
+
+def _item(
+    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: _Decoded
+) -> None:
+    kind, path = item.get("type", "message"), json_path(where)
+    if kind == "message":
+        _message(item, where, is_last_user, before, found)
+    elif kind in CALL_ITEMS:
+        text = "".join(v for k in ("name", CALL_ITEMS[kind]) if isinstance(v := item.get(k), str))
+        found.history.append(Turn(path, "assistant", text, before))
+        found.texts.append((*where, CALL_ITEMS[kind]))
+    elif kind in RESULT_ITEMS:
+        output = item.get(RESULT_ITEMS[kind])
+        found.history.append(Turn(path, "tool", text_of(output, ("text",))))
+        found.texts.append((*where, RESULT_ITEMS[kind]))
+        _parts_media(output, (*where, RESULT_ITEMS[kind]), found)
+    elif kind == "reasoning":
+        summary = item.get("summary")
+        found.history.append(Turn(path, "assistant", text_of(summary), before))
+        found.texts.append((*where, "summary"))
+    elif kind not in REFERENCE_ITEMS:
+        found.unjudged.append(path)  # a hosted tool's call or output the guard cannot judge
+
+
+def _message(
+    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: _Decoded
+) -> None:
+    role, path = item.get("role"), json_path(where)
+    if role not in MESSAGE_ROLES:
+        raise RequestError(f"'{path}.role' must be one of {sorted(MESSAGE_ROLES)}.", f"{path}.role")
+    content = item.get("content")
+    if not isinstance(content, str | list):
+        raise RequestError(f"'{path}.content' must be a string or an array.", f"{path}.content")
+    text = message_text(content)
+    found.texts.append((*where, "content"))
+    if is_last_user:
+        found.prompt = text
+    elif role == "assistant":
+        found.history.append(Turn(path, role, text, before))
+    else:
+        found.history.append(Turn(path, str(role), text))
+    _parts_media(content, (*where, "content"), found)
+
+
+def _parts_media(content: Any, where: Location, found: _Decoded) -> None:
+    """Images are judged; files, audio and any part type the proxy does not know are not."""
+    for index, part in enumerate(content if isinstance(content, list) else []):
+        kind = part.get("type") if isinstance(part, dict) else None
+        at = (*where, index)
+        if kind in TEXT_PARTS:
+            continue
+        url = part.get("image_url") if kind == "input_image" else None
+        if isinstance(url, str):
+            found.media.append(MediaPart("image", url, at))
+        else:
+            found.unjudged.append(json_path(at))  # input_file, input_audio, a file_id image
+
+
+def message_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    texts = [
+        part.get(TEXT_PARTS[kind])
+        for part in content
+        if isinstance(part, dict) and (kind := part.get("type")) in TEXT_PARTS
+    ]
+    return "\n".join(t for t in texts if isinstance(t, str))
+
+
+def item_text(item: Any) -> str:
+    """What one output (or input) item says: message text and refusals, a call's name and
+    arguments, a reasoning summary and text."""
+    if not isinstance(item, dict):
+        return ""
+    kind = item.get("type", "message")
+    if kind == "message":
+        content = item.get("content")
+        return message_text(content) if isinstance(content, str | list) else ""
+    if kind in CALL_ITEMS:
+        return "".join(v for k in ("name", CALL_ITEMS[kind]) if isinstance(v := item.get(k), str))
+    if kind == "reasoning":
+        return text_of(item.get("summary")) + text_of(item.get("content"))
+    return ""
+
+
+def mask_item(item: Any, masker: Masker, types: Collection[str]) -> tuple[Any, int]:
+    if not isinstance(item, dict):
+        return item, 0
+    fields = ("content", "arguments", "input", "summary")
+    masked, found = dict(item), 0
+    for name in fields:
+        if name in item:
+            masked[name], count = mask_strings(item[name], masker, types)
+            found += count
+    if found and isinstance(masked.get("content"), list):
+        for part in masked["content"]:
+            if isinstance(part, dict) and part.get("logprobs"):
+                part["logprobs"] = []  # token by token, they would spell out what was masked
+    return (masked if found else item), found
+
+
+def base_response(request: Conversation, exchange: Exchange) -> dict[str, Any]:
+    """A Response object as `POST /v1/responses` returns one, before its output."""
+    body = request.body
+    return {
+        "id": f"resp_gp{exchange.request_id}",
+        "object": "response",
+        "created_at": int(exchange.started or time.time()),
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": request.model,
+        "output": [],
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "temperature": body.get("temperature"),
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "top_p": body.get("top_p"),
+        "usage": None,
+    }
+
+
+def refusal_item(exchange: Exchange, refusal: str) -> dict[str, Any]:
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": refusal}
+    return {
+        "id": f"msg_gp{exchange.request_id}",
+        "type": "message",
+        "status": "incomplete",
+        "role": "assistant",
+        "content": [part],
+    }
+
+
+def incomplete_response(response: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """A block: `status: incomplete` for the content filter, the refusal as its output text."""
+    return {
+        **response,
+        "status": "incomplete",
+        "incomplete_details": {"reason": "content_filter"},
+        "output": [item],
+    }
