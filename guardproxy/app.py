@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import Receive
 
+from guardproxy.api.anthropic_messages import MESSAGES
 from guardproxy.api.chat_codec import CHAT
 from guardproxy.api.conversation import Codec
 from guardproxy.api.responses_api import RESPONSES
@@ -111,6 +112,7 @@ def create_app(
         routes=[
             HttpRoute("/v1/chat/completions", served(CHAT), methods=["POST"]),
             HttpRoute("/v1/responses", served(RESPONSES), methods=["POST"]),
+            HttpRoute("/v1/messages", served(MESSAGES), methods=["POST"]),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),

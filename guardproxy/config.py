@@ -47,7 +47,10 @@ DEFAULT_FORWARD_HEADERS = (
     "x-request-id",
     "openai-beta",
     "idempotency-key",
+    "anthropic-version",
+    "anthropic-beta",
 )
+ANTHROPIC_VERSION = "2023-06-01"  # sent on /v1/messages when the client names none
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 
 
@@ -118,6 +121,9 @@ class UpstreamSettings(Frozen):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     read_timeout_s: float = Field(default=300.0, gt=0)
     forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
+    # How `/v1/messages` authenticates upstream: Anthropic's `x-api-key`, or a Bearer token
+    # (servers that take only `Authorization`).
+    messages_auth: Literal["x-api-key", "bearer"] = "x-api-key"
 
     @model_validator(mode="after")
     def _one_kind(self) -> UpstreamSettings:

@@ -320,3 +320,16 @@ def mask_strings(value: Any, masker: Masker, types: Collection[str]) -> tuple[An
         }
         return {key: item for key, (item, _) in pairs.items()}, sum(c for _, c in pairs.values())
     return value, 0
+
+
+class LocatedMasking:
+    """For codecs that record where their judged strings sit (`Conversation.texts`): the
+    request is masked there, and one stream is one answer."""
+
+    def mask_request(
+        self, request: Conversation, masker: Masker, types: Collection[str]
+    ) -> tuple[bytes, int]:
+        return mask_locations(request, request.texts, masker, types)
+
+    def buffers_streams(self, request: Conversation) -> bool:
+        return False

@@ -208,6 +208,7 @@ class ChunkedModerator:
     def _outgoing(self, events: list[SSEEvent]) -> bytes:
         """A window's events as one write: one send per window, not one per token."""
         self.released = True
+        self.codec.released(events)
         if self.masking is None:
             return b"".join(event.raw for event in events)
         return b"".join(self.masking.rewrite(event) for event in events)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -44,10 +45,16 @@ class Proxy:
     audit: MemoryAuditSink
     key: str = TENANT_KEY
     policies_dir: Path = Path()
-    clients: list[openai.OpenAI] = field(default_factory=list)
+    clients: list[openai.OpenAI | anthropic.Anthropic] = field(default_factory=list)
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
+        self.clients.append(client)
+        return client
+
+    def anthropic(self, key: str | None = None) -> anthropic.Anthropic:
+        """The official Anthropic client, with the proxy key as its `x-api-key`."""
+        client = anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
         self.clients.append(client)
         return client
 
@@ -65,6 +72,7 @@ def write_config(
     protocol: str,
     tenant: dict[str, Any],
     guard_settings: dict[str, Any] | None = None,
+    via_litellm: bool = False,
 ) -> Path:
     guard = {
         "url": f"{guard_url}/v1",
@@ -73,9 +81,14 @@ def write_config(
         "timeout_s": 5,
         "retries": 1,
     }
+    upstream: dict[str, Any] = {"url": f"{upstream_url}/v1", "api_key": UPSTREAM_KEY}
+    if via_litellm:  # litellm, pointed at the fake as an OpenAI provider
+        params = {"api_base": f"{upstream_url}/v1"}
+        upstream = {"litellm_model": "openai/fake-llm", "litellm_params": params}
+        upstream["api_key"] = UPSTREAM_KEY
     config = {
         "guards": {"nemotron": guard | (guard_settings or {})},
-        "upstreams": {"app": {"url": f"{upstream_url}/v1", "api_key": UPSTREAM_KEY}},
+        "upstreams": {"app": upstream},
         "policies": "policies",
         "audit": {"path": "-"},
     }
@@ -107,13 +120,16 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             reload: bool = False,
             fetcher: ImageFetcher | None = None,
             guard_settings: dict[str, Any] | None = None,
+            via_litellm: bool = False,
             **tenant: Any,
         ) -> Proxy:
             guard, upstream = FakeGuardState(protocol=protocol), FakeUpstreamState()
             guard_url = stack.enter_context(run_in_thread(create_fake_guard(guard)))
             if not upstream_url:
                 upstream_url = stack.enter_context(run_in_thread(create_fake_upstream(upstream)))
-            path = write_config(tmp_path, guard_url, upstream_url, protocol, tenant, guard_settings)
+            path = write_config(
+                tmp_path, guard_url, upstream_url, protocol, tenant, guard_settings, via_litellm
+            )
             env = {"TEST_TENANT_KEY": TENANT_KEY}
             settings = load_settings(path, env)
             audit = MemoryAuditSink()
@@ -143,7 +159,7 @@ def write_embedded_config(folder: Path, guard: dict[str, Any], upstream_url: str
     return folder / "guardproxy.yaml"
 
 
-def close_all(clients: list[openai.OpenAI]) -> None:
+def close_all(clients: Sequence[openai.OpenAI | anthropic.Anthropic]) -> None:
     for client in clients:
         client.close()
 

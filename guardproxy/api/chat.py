@@ -16,6 +16,7 @@ from guardproxy.api.conversation import (
     MediaPart,
     Turn,
     decode_object,
+    model_and_stream,
 )
 from guardproxy.api.conversation import text_of as message_text
 from guardproxy.errors import RequestError
@@ -29,12 +30,7 @@ __all__ = ["OPERATOR_ROLES", "Turn", "decode_chat", "message_text"]
 
 def decode_chat(raw: bytes, codec: Codec) -> Conversation:
     body = decode_object(raw)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError("'model' is required and must be a non-empty string.", "model")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise RequestError("'stream' must be a boolean.", "stream")
+    model, stream = model_and_stream(body)
     messages = _messages(body)
     last = _last_user_index(messages)
     prompt = message_text(messages[last].get("content")) if last is not None else ""

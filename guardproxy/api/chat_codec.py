@@ -11,7 +11,7 @@ from guardproxy.api.chat import choice_texts, decode_chat, said
 from guardproxy.api.conversation import Conversation, EventRewriter, StreamCodec
 from guardproxy.api.sse import DONE, SSEEvent, StreamText, choices_of, encode_event
 from guardproxy.decision import Action
-from guardproxy.errors import GuardproxyError, GuardUnavailable
+from guardproxy.errors import GuardproxyError
 from guardproxy.masking import EventMasker, Masker, mask_completion, mask_request
 from guardproxy.observe.exchange import Exchange
 from guardproxy.policy.model import TenantPolicy
@@ -132,15 +132,17 @@ class ChatStream:
     def cut_off(
         self, exchange: Exchange, tenant: TenantPolicy, action: Action, error: str | None
     ) -> list[bytes]:
-        if action is Action.FAIL:
-            exchange.action, exchange.status = "fail", 503
-            return [self.error_event(GuardUnavailable(error or "guard failed"))]
-        exchange.action = "block"
-        if tenant.on_block == "error":
-            body = {**shapes.content_filter_error(exchange, "messages")}
-            return [encode_event({**body, "guardproxy": exchange.client_view()})]
-        refusal = tenant.refusal_message
+        return shapes.cut_off_events(self, exchange, tenant, action, error)
+
+    def block_error_events(self, exchange: Exchange) -> list[bytes]:
+        body = shapes.content_filter_error(exchange, "messages")
+        return [encode_event({**body, "guardproxy": exchange.client_view()})]
+
+    def refusal_after(self, exchange: Exchange, refusal: str) -> list[bytes]:
         return refusal_events(self.request, exchange, refusal, self.identity, started=True)
+
+    def released(self, events: Sequence[SSEEvent]) -> None:
+        return None
 
     def error_event(self, exc: GuardproxyError) -> bytes:
         return shapes.stream_error_event(exc)

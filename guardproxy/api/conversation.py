@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from guardproxy.errors import RequestError
@@ -80,6 +80,33 @@ class Conversation:
         return tuple(m.url for m in self.media if m.kind == "image")
 
 
+@dataclass
+class Found:
+    """What decoding collects, part by part, before it becomes a `Conversation`."""
+
+    prompt: str = ""
+    media: list[MediaPart] = field(default_factory=list)
+    history: list[Turn] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)
+    texts: list[Location] = field(default_factory=list)
+
+    def conversation(
+        self, codec: Codec, raw: bytes, body: dict[str, Any], model: str, stream: bool
+    ) -> Conversation:
+        return Conversation(
+            codec,
+            raw,
+            body,
+            model,
+            stream,
+            self.prompt,
+            tuple(self.media),
+            tuple(self.history),
+            tuple(self.unjudged),
+            tuple(self.texts),
+        )
+
+
 class StreamCodec(Protocol):
     """One stream's events, read and written in its API's shapes (state per stream)."""
 
@@ -102,6 +129,10 @@ class StreamCodec(Protocol):
 
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         """A whole buffered stream's answers, one per choice."""
+        ...
+
+    def released(self, events: Sequence[SSEEvent]) -> None:
+        """Events that reached the client: a cut-off continues from what the client saw."""
         ...
 
     def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None: ...
@@ -197,6 +228,16 @@ def decode_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
     return body
+
+
+def model_and_stream(body: dict[str, Any]) -> tuple[str, bool]:
+    """The two fields every API's request has, checked."""
+    model, stream = body.get("model"), body.get("stream", False)
+    if not isinstance(model, str) or not model:
+        raise RequestError("'model' is required and must be a non-empty string.", "model")
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be a boolean.", "stream")
+    return model, stream
 
 
 def json_path(location: Location) -> str:

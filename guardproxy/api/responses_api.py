@@ -16,16 +16,18 @@ from typing import Any
 from guardproxy.api import shapes
 from guardproxy.api.conversation import (
     Conversation,
+    Found,
     Location,
     MediaPart,
     StreamCodec,
     Turn,
     decode_object,
     json_path,
+    model_and_stream,
     text_of,
 )
 from guardproxy.errors import RequestError
-from guardproxy.masking import Masker, mask_locations, mask_strings
+from guardproxy.masking import LocatedMasking, Masker, mask_strings
 from guardproxy.observe.exchange import Exchange
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -43,48 +45,17 @@ NO_USAGE = {
 }
 
 
-class _Decoded:
-    """What decoding one request collects, item by item."""
-
-    def __init__(self) -> None:
-        self.prompt = ""
-        self.media: list[MediaPart] = []
-        self.history: list[Turn] = []
-        self.unjudged: list[str] = []
-        self.texts: list[Location] = []  # where judged strings sit, for redaction
-
-
-class ResponsesCodec:
+class ResponsesCodec(LocatedMasking):
     api = "responses"
     upstream_path = "/responses"
 
     def decode(self, raw: bytes) -> Conversation:
         body = decode_object(raw)
-        model, stream = body.get("model"), body.get("stream", False)
-        if not isinstance(model, str) or not model:
-            raise RequestError("'model' is required and must be a non-empty string.", "model")
-        if not isinstance(stream, bool):
-            raise RequestError("'stream' must be a boolean.", "stream")
-        found = _Decoded()
+        model, stream = model_and_stream(body)
+        found = Found()
         _instructions(body, found)
         _input(body.get("input"), found)
-        return Conversation(
-            self,
-            raw,
-            body,
-            model,
-            stream,
-            found.prompt,
-            tuple(found.media),
-            tuple(found.history),
-            tuple(found.unjudged),
-            tuple(found.texts),
-        )
-
-    def mask_request(
-        self, request: Conversation, masker: Masker, types: Collection[str]
-    ) -> tuple[bytes, int]:
-        return mask_locations(request, request.texts, masker, types)
+        return found.conversation(self, raw, body, model, stream)
 
     def with_media(self, part: dict[str, Any], data_url: str) -> dict[str, Any]:
         return {**part, "image_url": data_url}
@@ -103,9 +74,6 @@ class ResponsesCodec:
         masked = [mask_item(item, masker, types) for item in output]
         found = sum(count for _, count in masked)
         return ({**answer, "output": [item for item, _ in masked]} if found else answer), found
-
-    def buffers_streams(self, request: Conversation) -> bool:
-        return False
 
     def refusal(
         self, request: Conversation, exchange: Exchange, refusal: str, usage: Any
@@ -139,7 +107,7 @@ class ResponsesCodec:
 RESPONSES = ResponsesCodec()
 
 
-def _instructions(body: dict[str, Any], found: _Decoded) -> None:
+def _instructions(body: dict[str, Any], found: Found) -> None:
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions.strip():
         found.history.append(Turn("instructions", "developer", instructions))
@@ -148,7 +116,7 @@ def _instructions(body: dict[str, Any], found: _Decoded) -> None:
         raise RequestError("'instructions' must be a string.", "instructions")
 
 
-def _input(items: Any, found: _Decoded) -> None:
+def _input(items: Any, found: Found) -> None:
     if items is None:
         return
     if isinstance(items, str):
@@ -174,7 +142,7 @@ def _role(item: Any) -> str | None:
 
 
 def _item(
-    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: _Decoded
+    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: Found
 ) -> None:
     kind, path = item.get("type", "message"), json_path(where)
     if kind == "message":
@@ -197,7 +165,7 @@ def _item(
 
 
 def _message(
-    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: _Decoded
+    item: dict[str, Any], where: Location, is_last_user: bool, before: str, found: Found
 ) -> None:
     role, path = item.get("role"), json_path(where)
     if role not in MESSAGE_ROLES:
@@ -216,7 +184,7 @@ def _message(
     _parts_media(content, (*where, "content"), found)
 
 
-def _parts_media(content: Any, where: Location, found: _Decoded) -> None:
+def _parts_media(content: Any, where: Location, found: Found) -> None:
     """Images are judged; files, audio and any part type the proxy does not know are not."""
     for index, part in enumerate(content if isinstance(content, list) else []):
         kind = part.get("type") if isinstance(part, dict) else None

@@ -28,7 +28,7 @@ from guardproxy.api.responses_api import (
 )
 from guardproxy.api.sse import DONE, SSEEvent, chunk_of, encode_typed
 from guardproxy.decision import Action
-from guardproxy.errors import GuardproxyError, GuardUnavailable
+from guardproxy.errors import GuardproxyError
 from guardproxy.masking import Masker, mask_strings
 from guardproxy.observe.exchange import Exchange
 from guardproxy.policy.model import TenantPolicy
@@ -64,7 +64,7 @@ class ResponsesStream:
         self.request = request
         self.response: dict[str, Any] | None = None  # as `response.created` announced it
         self.sequence = -1
-        self.items = 0  # output items announced so far
+        self.items = 0  # output items released to the client so far
 
     def text(self, chunk: dict[str, Any]) -> str:
         kind = _kind(chunk)
@@ -91,8 +91,6 @@ class ResponsesStream:
         kind = _kind(chunk)
         if kind == "response.created" and isinstance(chunk.get("response"), dict):
             self.response = chunk["response"]
-        elif kind == "response.output_item.added":
-            self.items += 1
 
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         chunks = [chunk_of(event) for event in events]
@@ -104,13 +102,17 @@ class ResponsesStream:
     def cut_off(
         self, exchange: Exchange, tenant: TenantPolicy, action: Action, error: str | None
     ) -> list[bytes]:
-        if action is Action.FAIL:
-            exchange.action, exchange.status = "fail", 503
-            return [self.error_event(GuardUnavailable(error or "guard failed"))]
-        exchange.action = "block"
-        if tenant.on_block == "error":
-            return [self._event("error", code="content_filter", message=shapes.BLOCKED_MESSAGE)]
-        return self.refusal(exchange, tenant.refusal_message, started=True)
+        return shapes.cut_off_events(self, exchange, tenant, action, error)
+
+    def block_error_events(self, exchange: Exchange) -> list[bytes]:
+        return [self._event("error", code="content_filter", message=shapes.BLOCKED_MESSAGE)]
+
+    def refusal_after(self, exchange: Exchange, refusal: str) -> list[bytes]:
+        return self.refusal(exchange, refusal, started=True)
+
+    def released(self, events: Sequence[SSEEvent]) -> None:
+        """Output items the client has seen: a refusal after them takes the next index."""
+        self.items += sum(b'"response.output_item.added"' in event.raw for event in events)
 
     def error_event(self, exc: GuardproxyError) -> bytes:
         _, _, code = shapes.status_of(exc)

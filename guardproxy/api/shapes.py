@@ -7,23 +7,26 @@ events are each codec's; this module picks which one and when.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from guardproxy.api.conversation import Codec, Conversation
 from guardproxy.api.sse import encode_event
+from guardproxy.decision import Action
 from guardproxy.errors import (
     AuthenticationError,
     ClientDisconnected,
     GuardError,
     GuardproxyError,
+    GuardUnavailable,
     PayloadTooLarge,
     RequestError,
     UpstreamError,
     UpstreamTimeout,
 )
 from guardproxy.observe.exchange import Exchange
+from guardproxy.policy.model import TenantPolicy
 
 # (status, OpenAI error type, code), most specific class first.
 ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
@@ -128,3 +131,31 @@ def with_verdicts(answer: dict[str, Any], exchange: Exchange) -> Response:
     """The upstream's answer unchanged, plus the `guardproxy` object."""
     answer = {**answer, "guardproxy": exchange.client_view()}
     return JSONResponse(answer, exchange.status or 200, headers=exchange.headers())
+
+
+class CutOffShapes(Protocol):
+    """The events a stream codec ends a stream with, once it has begun."""
+
+    def error_event(self, exc: GuardproxyError) -> bytes: ...
+
+    def block_error_events(self, exchange: Exchange) -> list[bytes]: ...
+
+    def refusal_after(self, exchange: Exchange, refusal: str) -> list[bytes]: ...
+
+
+def cut_off_events(
+    shapes: CutOffShapes,
+    exchange: Exchange,
+    tenant: TenantPolicy,
+    action: Action,
+    error: str | None,
+) -> list[bytes]:
+    """How a stream already under way ends when a check fails: never retract, just stop,
+    with a guard error (FAIL), or the tenant's block shape."""
+    if action is Action.FAIL:
+        exchange.action, exchange.status = "fail", 503
+        return [shapes.error_event(GuardUnavailable(error or "guard failed"))]
+    exchange.action = "block"
+    if tenant.on_block == "error":
+        return shapes.block_error_events(exchange)
+    return shapes.refusal_after(exchange, tenant.refusal_message)

@@ -11,31 +11,47 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from guardproxy.api.conversation import Conversation
-from guardproxy.api.sse import DONE, encode_event
+from guardproxy.api.sse import DONE, encode_event, encode_typed
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.upstreams.base import UpstreamReply
 
 Completion = Callable[..., Awaitable[Any]]
+SSE = "text/event-stream"
 
 
-def _import_acompletion() -> Completion:
+def _import_call(api: str) -> Completion:
+    """litellm's entry point for one wire API: Chat Completions, Responses, or Anthropic
+    Messages (which litellm translates for any provider)."""
     try:
         import litellm
+        from litellm import anthropic_interface
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise UpstreamError(
             "This upstream needs litellm: pip install 'guardproxy[litellm]'."
         ) from exc
-    acompletion: Completion = litellm.acompletion
-    return acompletion
+    calls: dict[str, Completion] = {
+        "chat.completions": litellm.acompletion,
+        "responses": litellm.aresponses,
+        "messages": anthropic_interface.messages.acreate,
+    }
+    return calls[api]
 
 
 class LitellmUpstream:
-    def __init__(self, settings: UpstreamSettings, completion: Completion | None = None) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        completion: Completion | None = None,
+        calls: dict[str, Completion] | None = None,
+    ) -> None:
+        """`completion` (chat) and `calls` (per API) replace litellm's functions in tests."""
         assert settings.litellm_model is not None
         self.settings = settings
         self.model = settings.litellm_model
-        self._completion = completion
+        self._calls = dict(calls or {})
+        if completion is not None:
+            self._calls["chat.completions"] = completion
 
     async def send(
         self, request: Conversation, body: bytes, headers: dict[str, str]
@@ -45,12 +61,19 @@ class LitellmUpstream:
         kwargs = {**fields, **self.settings.litellm_params, "model": self.model}
         if self.settings.api_key:
             kwargs["api_key"] = self.settings.api_key
+        api = request.codec.api
+        whole_stream = api == "messages" and request.stream
+        if whole_stream:  # see `_message_events`
+            kwargs["stream"] = False
         try:
-            result = await self._acompletion()(**kwargs)
+            result = await self._call(api)(**kwargs)
         except Exception as exc:  # litellm maps every provider error onto its own classes
             return _error_reply(exc)
+        if whole_stream:
+            events = _message_events(_as_dict(result))
+            return UpstreamReply(200, stream=events, aclose=events.aclose, content_type=SSE)
         if request.stream:
-            events = _sse(result)
+            events = _sse(result) if api == "chat.completions" else _typed_sse(result)
             return UpstreamReply(
                 200, stream=events, aclose=_closer(events, result), content_type="text/event-stream"
             )
@@ -68,10 +91,10 @@ class LitellmUpstream:
     async def probe(self) -> str | None:
         return None  # a provider API is not probed: it would cost a billed call
 
-    def _acompletion(self) -> Completion:
-        if self._completion is None:
-            self._completion = _import_acompletion()
-        return self._completion
+    def _call(self, api: str) -> Completion:
+        if api not in self._calls:
+            self._calls[api] = _import_call(api)
+        return self._calls[api]
 
 
 async def _sse(stream: Any) -> AsyncGenerator[bytes]:
@@ -81,6 +104,40 @@ async def _sse(stream: Any) -> AsyncGenerator[bytes]:
     except Exception as exc:  # a provider error mid-stream, in litellm's classes
         raise UpstreamError(f"The upstream stream failed: {type(exc).__name__}") from exc
     yield encode_event(DONE)
+
+
+async def _message_events(message: dict[str, Any]) -> AsyncGenerator[bytes]:
+    """A whole Anthropic message told as its stream events. litellm 1.110.2 streams Messages
+    only with its proxy package installed (fastapi, orjson, soundfile, …), so a streamed
+    request through litellm is generated whole, then sent as a stream."""
+    content = message.get("content") or []
+    yield encode_typed({"type": "message_start", "message": {**message, "content": []}})
+    for index, block in enumerate(content):
+        kind = block.get("type")
+        if kind == "tool_use":
+            start, delta = {**block, "input": {}}, {"type": "input_json_delta"}
+            delta["partial_json"] = json.dumps(block.get("input", {}))
+        else:
+            start, delta = (
+                {**block, "text": ""},
+                {"type": "text_delta", "text": block.get("text", "")},
+            )
+        yield encode_typed({"type": "content_block_start", "index": index, "content_block": start})
+        yield encode_typed({"type": "content_block_delta", "index": index, "delta": delta})
+        yield encode_typed({"type": "content_block_stop", "index": index})
+    stop = {"stop_reason": message.get("stop_reason"), "stop_sequence": None}
+    yield encode_typed({"type": "message_delta", "delta": stop, "usage": message.get("usage")})
+    yield encode_typed({"type": "message_stop"})
+
+
+async def _typed_sse(stream: Any) -> AsyncGenerator[bytes]:
+    """Responses and Messages events, each named by its `type`; litellm hands them over as
+    objects, dicts or already framed bytes."""
+    try:
+        async for event in stream:
+            yield event if isinstance(event, bytes) else encode_typed(_as_dict(event))
+    except Exception as exc:  # a provider error mid-stream, in litellm's classes
+        raise UpstreamError(f"The upstream stream failed: {type(exc).__name__}") from exc
 
 
 def _closer(events: AsyncGenerator[bytes], stream: Any) -> Callable[[], Awaitable[None]]:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from guardproxy.api.conversation import Conversation
-from guardproxy.config import UpstreamSettings
+from guardproxy.config import ANTHROPIC_VERSION, UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.health import probe_models
 from guardproxy.upstreams.base import RELAYED_RESPONSE_HEADERS, UpstreamReply
@@ -24,7 +24,13 @@ class OpenAIUpstream:
     async def send(
         self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
-        outgoing = {**headers, **self._auth(), "content-type": "application/json"}
+        auth = self._auth(request.codec.api)
+        outgoing = {
+            **self._defaults(request),
+            **headers,
+            **auth,
+            "content-type": "application/json",
+        }
         if request.stream:
             outgoing["accept"] = "text/event-stream"
         http_request = self.client.build_request(
@@ -49,9 +55,16 @@ class OpenAIUpstream:
         # Some providers refuse GET /models (401, 404) yet serve chat: only 5xx is down.
         return await probe_models(self.client, self.base_url, self.settings.api_key, 500)
 
-    def _auth(self) -> dict[str, str]:
+    def _auth(self, api: str = "chat.completions") -> dict[str, str]:
         key = self.settings.api_key
-        return {"authorization": f"Bearer {key}"} if key else {}
+        if not key:
+            return {}
+        if api == "messages" and self.settings.messages_auth == "x-api-key":
+            return {"x-api-key": key}
+        return {"authorization": f"Bearer {key}"}
+
+    def _defaults(self, request: Conversation) -> dict[str, str]:
+        return {"anthropic-version": ANTHROPIC_VERSION} if request.codec.api == "messages" else {}
 
     async def _send(self, http_request: httpx.Request) -> httpx.Response:
         try:

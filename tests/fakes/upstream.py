@@ -275,8 +275,9 @@ async def _complete(state: FakeUpstreamState, body: dict[str, Any]) -> Response:
 
 
 def create_fake_upstream(state: FakeUpstreamState) -> Starlette:
-    """The fake LLM's ASGI app: POST /v1/chat/completions, /v1/responses, GET /v1/models."""
-    from tests.fakes import responses_api
+    """The fake LLM's ASGI app: POST /v1/chat/completions, /v1/responses and /v1/messages
+    (Anthropic's), GET /v1/models."""
+    from tests.fakes import messages_api, responses_api
 
     async def chat_completions(request: Request) -> Response:
         body, parsed = await read_json(request)
@@ -301,6 +302,7 @@ def create_fake_upstream(state: FakeUpstreamState) -> Starlette:
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/responses", responses_api.create_endpoint(state), methods=["POST"]),
+            Route("/v1/messages", messages_api.create_endpoint(state), methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
         ]
     )

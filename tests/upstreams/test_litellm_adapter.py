@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
+from guardproxy.api.anthropic_messages import MESSAGES
 from guardproxy.api.chat_codec import parse_chat_request
+from guardproxy.api.responses_api import RESPONSES
 from guardproxy.api.sse import SSEDecoder
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError
@@ -112,3 +114,45 @@ async def test_closing_a_stream_closes_the_providers_stream() -> None:
     )
     await reply.aclose()
     assert closed == [True]
+
+
+@pytest.mark.anyio
+async def test_responses_events_are_framed_by_their_type() -> None:
+    async def events() -> AsyncIterator[Dumpable]:
+        yield Dumpable({"type": "response.created", "sequence_number": 0})
+        yield Dumpable({"type": "response.completed", "sequence_number": 1})
+
+    async def aresponses(**kwargs: Any) -> AsyncIterator[Dumpable]:
+        assert kwargs["input"] == "hi"
+        return events()
+
+    raw = b'{"model": "m", "input": "hi", "stream": true}'
+    upstream = LitellmUpstream(SETTINGS, calls={"responses": aresponses})
+    reply = await upstream.send(RESPONSES.decode(raw), raw, {})
+    assert reply.stream is not None
+    data = b"".join([chunk async for chunk in reply.stream])
+    assert data.startswith(b"event: response.created\ndata: ")
+    assert b"[DONE]" not in data
+
+
+@pytest.mark.anyio
+async def test_a_streamed_message_through_litellm_is_told_as_message_events() -> None:
+    async def acreate(**kwargs: Any) -> dict[str, Any]:
+        assert kwargs["stream"] is False
+        return {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+            "content": [{"type": "text", "text": "Hi"}], "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }  # fmt: skip
+
+    messages = b'[{"role": "user", "content": "x"}]'
+    raw = b'{"model": "m", "max_tokens": 5, "stream": true, "messages": ' + messages + b"}"
+    upstream = LitellmUpstream(SETTINGS, calls={"messages": acreate})
+    reply = await upstream.send(MESSAGES.decode(raw), raw, {})
+    assert reply.stream is not None
+    events = SSEDecoder().feed(b"".join([chunk async for chunk in reply.stream]))
+    kinds = [json.loads(e.data or "{}")["type"] for e in events]
+    assert kinds == [
+        "message_start", "content_block_start", "content_block_delta", "content_block_stop",
+        "message_delta", "message_stop",
+    ]  # fmt: skip
