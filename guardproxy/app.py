@@ -26,7 +26,7 @@ from guardproxy.checks import Guard
 from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
-from guardproxy.guards.cache import VerdictCache
+from guardproxy.guards.cache import VerdictCache, build_cache
 from guardproxy.guards.client import build_guard
 from guardproxy.health import probe_all
 from guardproxy.masking import Masker
@@ -101,12 +101,15 @@ def create_app(
         ):
             sink = audit or JsonlAuditSink(settings.audit_path())
             clients = (guard_client, upstream_client, image_fetcher)
-            app.state.runtime = _runtime(settings, policies, sink, *clients)
+            cache = build_cache(settings.cache)
+            app.state.runtime = _runtime(settings, policies, sink, cache, *clients)
             async with watch_policies(app, settings.policies_dir(), reload):
                 try:
                     yield
                 finally:
                     await sink.aclose()
+                    if cache is not None:
+                        await cache.aclose()
 
     return Starlette(
         routes=[
@@ -128,11 +131,11 @@ def _runtime(
     settings: Settings,
     policies: PolicySet,
     audit: AuditSink,
+    cache: VerdictCache | None,
     guard_client: httpx.AsyncClient,
     upstream_client: httpx.AsyncClient,
     fetcher: ImageFetcher,
 ) -> Runtime:
-    cache = VerdictCache(settings.cache) if settings.cache.enabled else None
     guards: dict[str, Guard] = {
         name: build_guard(guard_client, guard, cache) for name, guard in settings.guards.items()
     }

@@ -133,11 +133,14 @@ class UpstreamSettings(Frozen):
 
 
 class CacheSettings(Frozen):
-    """The in-process verdict cache: definite verdicts, keyed by the exact guard request."""
+    """The verdict cache: definite verdicts, keyed by the exact guard request; in-process,
+    with an optional Redis tier shared by replicas."""
 
     enabled: bool = True
     size: int = Field(default=10_000, ge=1)
     ttl_s: float = Field(default=3600.0, gt=0)
+    redis: str | None = None  # redis://host:6379/0: a tier shared by every replica
+    redis_timeout_s: float = Field(default=0.05, gt=0)  # then the guard is asked instead
 
 
 class AuditSettings(Frozen):

@@ -46,6 +46,7 @@ class Proxy:
     key: str = TENANT_KEY
     policies_dir: Path = Path()
     clients: list[openai.OpenAI | anthropic.Anthropic] = field(default_factory=list)
+    guard_url: str = ""
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
@@ -73,6 +74,7 @@ def write_config(
     tenant: dict[str, Any],
     guard_settings: dict[str, Any] | None = None,
     via_litellm: bool = False,
+    config_extra: dict[str, Any] | None = None,
 ) -> Path:
     guard = {
         "url": f"{guard_url}/v1",
@@ -91,6 +93,7 @@ def write_config(
         "upstreams": {"app": upstream},
         "policies": "policies",
         "audit": {"path": "-"},
+        **(config_extra or {}),
     }
     policy = {
         "tenant": "acme",
@@ -121,6 +124,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             fetcher: ImageFetcher | None = None,
             guard_settings: dict[str, Any] | None = None,
             via_litellm: bool = False,
+            config_extra: dict[str, Any] | None = None,
             **tenant: Any,
         ) -> Proxy:
             guard, upstream = FakeGuardState(protocol=protocol), FakeUpstreamState()
@@ -128,7 +132,14 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             if not upstream_url:
                 upstream_url = stack.enter_context(run_in_thread(create_fake_upstream(upstream)))
             path = write_config(
-                tmp_path, guard_url, upstream_url, protocol, tenant, guard_settings, via_litellm
+                tmp_path,
+                guard_url,
+                upstream_url,
+                protocol,
+                tenant,
+                guard_settings,
+                via_litellm,
+                config_extra,
             )
             env = {"TEST_TENANT_KEY": TENANT_KEY}
             settings = load_settings(path, env)
@@ -138,6 +149,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             app = create_app(settings, policies, audit=audit, reload=loader, fetcher=fetcher)
             url = stack.enter_context(run_in_thread(app))
             proxy = Proxy(url, guard, upstream, audit, policies_dir=tmp_path / "policies")
+            proxy.guard_url = f"{guard_url}/v1"
             stack.callback(close_all, proxy.clients)
             return proxy
 

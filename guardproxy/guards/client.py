@@ -89,11 +89,11 @@ class HttpGuard:
         if self._cache is None:
             return await self._call(check, body)
         key = VerdictCache.key(self._url, body)
-        cached = self._cache.get(key)
+        cached = await self._cache.get(key)
         if cached is not None:
             return cached
         verdict = await self._call(check, body)
-        self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
+        await self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
         return verdict
 
     async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
