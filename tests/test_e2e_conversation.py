@@ -140,3 +140,26 @@ def test_an_assistant_turn_is_judged_as_the_answer_to_the_turn_before_it(proxy: 
     assert judged[0][1] == {"role": "assistant", "content": f"Sure, here is {UNSAFE}."}
     [part] = [p for p in proxy.audit.records[-1]["input"]["parts"] if p["status"] == "unsafe"]
     assert part["part"] == "messages[1] (assistant)"
+
+
+@pytest.mark.parametrize("api", ["responses", "messages"])
+def test_a_long_conversation_costs_guard_calls_once_on_every_api(
+    start_proxy: ProxyFactory, api: str
+) -> None:
+    """The same conversation, spoken in the Responses or Messages API, is judged turn by turn
+    and cached the same way."""
+    proxy = start_proxy(output={"enabled": False})
+
+    def send() -> None:
+        if api == "responses":
+            proxy.client().responses.create(model="m", input=_forty_turns())
+        else:
+            proxy.anthropic().messages.create(model="m", max_tokens=9, messages=_forty_turns())
+
+    send()
+    assert len(proxy.guard.requests) == 41
+    send()
+    assert len(proxy.guard.requests) == 41
+    record = proxy.audit.records[-1]
+    assert record["api"] == api
+    assert (record["input"]["cached"], record["input"]["guard_calls"]) == (41, 0)

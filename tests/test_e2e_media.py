@@ -151,3 +151,38 @@ def test_too_many_images_and_disabled_video_are_refused(start_proxy: ProxyFactor
     video = {"type": "video_url", "video_url": {"url": "data:video/mp4;base64,AAAA"}}
     with pytest.raises(openai.BadRequestError, match="video is not accepted"):
         proxy.client().chat.completions.create(model="m", messages=parts(video))
+
+
+def test_images_are_judged_on_the_responses_and_messages_apis(start_proxy: ProxyFactory) -> None:
+    proxy = start_proxy()
+    proxy.guard.image_judge = is_red
+    safe, unsafe = png(), png(RED)
+    responses_input: Any = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "What is this?"},
+                {"type": "input_image", "image_url": data_url(unsafe, "image/png")},
+            ],
+        }
+    ]
+    blocked = proxy.client().responses.create(model="m", input=responses_input)
+    assert blocked.status == "incomplete"
+
+    def anthropic_image(data: bytes) -> Any:
+        encoded = base64.b64encode(data).decode()
+        source = {"type": "base64", "media_type": "image/png", "data": encoded}
+        image = {"type": "image", "source": source}
+        return [{"role": "user", "content": [image, {"type": "text", "text": "What?"}]}]
+
+    client = proxy.anthropic()
+    refused = client.messages.create(model="m", max_tokens=9, messages=anthropic_image(unsafe))
+    assert refused.stop_reason == "refusal"
+    assert proxy.upstream.requests == []
+    allowed = client.messages.create(model="m", max_tokens=9, messages=anthropic_image(safe))
+    assert allowed.stop_reason == "end_turn"
+    forwarded = proxy.upstream.requests[0].json["messages"][0]["content"][0]
+    assert forwarded["source"]["media_type"] == "image/png"
+    assert base64.b64decode(forwarded["source"]["data"]) == safe  # the bytes the guard judged
+    judged = [r.check.image_url for r in proxy.guard.requests if r.check.image_url]
+    assert decoded(judged[-1]) == safe
