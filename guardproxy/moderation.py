@@ -7,7 +7,11 @@ check, with the checks pipelined against the upstream's generation.
 
 Windows grow from `first_window` to `window` characters (a fast first release, then few guard
 calls), end on a word boundary (a blocked window never leaves half a word behind), and are
-checked together with the last `overlap` characters of the window before. The upstream's events
+checked together with the last `overlap` characters of the window before. A stream has at most
+`checks_in_flight` checks running (default 1): while they run, arriving text waits and joins
+the next window, up to `window`; past that the reader waits for a check to finish, and through
+TCP backpressure the upstream slows down. So a fast guard gets small windows and a slow or busy
+guard fewer, larger ones, with no text ever released unchecked. The upstream's events
 are released byte for byte; the API's end events (`[DONE]`, `response.completed`,
 `message_stop`) only after the final check of the whole answer.
 """
@@ -54,6 +58,31 @@ class Window:
     check: Check | None
 
 
+@dataclass
+class ModerationStats:
+    """What moderating one stream cost: guard checks, and the characters judged (overlaps and
+    the final check included) against the characters answered (`amplification`)."""
+
+    checks: int = 0
+    judged_chars: int = 0
+    answer_chars: int = 0
+
+    def record(self, builder: WindowBuilder, final: Check | None) -> None:
+        final_chars = len(final.text) if final else 0
+        self.checks = builder.checked_windows + (final is not None)
+        self.judged_chars = builder.judged_chars + final_chars
+        self.answer_chars = len(builder.whole_answer())
+
+    def view(self) -> dict[str, object]:
+        amplification = self.judged_chars / self.answer_chars if self.answer_chars else 0.0
+        return {
+            "checks": self.checks,
+            "judged_chars": self.judged_chars,
+            "answer_chars": self.answer_chars,
+            "amplification": round(amplification, 3),
+        }
+
+
 @dataclass(frozen=True)
 class StreamEnd:
     error: GuardproxyError | None = None
@@ -80,15 +109,17 @@ class WindowBuilder:
     answer: list[str] = field(default_factory=list)
     checked_windows: int = 0
     in_call: bool = False  # a tool call is being streamed: no window closes inside it
+    judged_chars: int = 0  # what the window checks were sent, overlaps included
 
     def __post_init__(self) -> None:
         self.size = self.policy.first_window
 
-    def add(self, event: SSEEvent) -> tuple[list[SSEEvent], str] | None:
+    def add(self, event: SSEEvent, busy: bool = False) -> tuple[list[SSEEvent], str] | None:
         """Take one event; return (events, text to check) when a window closes.
 
         A full window closes after an event that ends a word, or before one that starts a
-        new word (most tokenizers put the space first: "Hello", " world"). Tool-call
+        new word (most tokenizers put the space first: "Hello", " world"). While the stream's
+        checks are `busy`, a window is full only at `window` characters. Tool-call
         fragments are held until the call is complete (the next event that is not one, or the
         end), so a call is judged whole, name and arguments, and never released half-sent.
         """
@@ -104,13 +135,14 @@ class WindowBuilder:
             self.parts.append(text)
             self.length += len(text)
             return closed
-        if closed is None and text and self.length >= self.size and is_boundary(text[0]):
+        full = self.policy.window if busy else self.size
+        if closed is None and text and self.length >= full and is_boundary(text[0]):
             closed = self.close()
         self.events.append(event)
         if text:
             self.parts.append(text)
             self.length += len(text)
-        if closed is None and text and self.length >= self.size and is_boundary(text[-1]):
+        if closed is None and text and self.length >= full and is_boundary(text[-1]):
             closed = self.close()
         if closed is None and self.length >= 2 * self.policy.window:
             closed = self.close()  # no boundary in sight (a long URL, a base64 blob)
@@ -124,6 +156,7 @@ class WindowBuilder:
         self.tail = checked[-self.policy.overlap :] if self.policy.overlap and checked else ""
         self.answer.append(new)
         self.checked_windows += bool(checked)
+        self.judged_chars += len(checked)
         events, self.events, self.parts, self.length = self.events, [], [], 0
         self.size = min(self.size * 2, self.policy.window)
         return events, checked
@@ -159,6 +192,7 @@ class ChunkedModerator:
         self.tasks: list[asyncio.Task[CheckResult]] = []
         self.released = False
         self.cut_off: Action | None = None
+        self.stats = ModerationStats()
 
     async def events(self) -> AsyncGenerator[bytes]:
         """The body sent to the client."""
@@ -250,7 +284,9 @@ class ChunkedModerator:
             return
         await self._emit(builder.close(), queue)
         if self.policy.final_check and builder.checked_windows > 1:
+            await self._room()
             self.final = self._start(builder.whole_answer())
+        self.stats.record(builder, self.final)
         await queue.put(StreamEnd())
 
     async def _take(
@@ -262,14 +298,27 @@ class ChunkedModerator:
             return
         if chunk is not None:
             self.codec.observe(chunk)
-        await self._emit(builder.add(event), queue)
+        await self._emit(builder.add(event, self._busy()), queue)
 
     async def _emit(
         self, closed: tuple[list[SSEEvent], str] | None, queue: asyncio.Queue[Window | StreamEnd]
     ) -> None:
         if closed is not None:
             events, text = closed
+            if text:
+                await self._room()
             await queue.put(Window(events, self._start(text) if text else None))
+
+    def _running(self) -> list[asyncio.Task[CheckResult]]:
+        return [task for task in self.tasks if not task.done()]
+
+    def _busy(self) -> bool:
+        return len(self._running()) >= self.policy.checks_in_flight
+
+    async def _room(self) -> None:
+        """Wait until this stream may start one more check."""
+        while self._busy():
+            await asyncio.wait(self._running(), return_when=asyncio.FIRST_COMPLETED)
 
     def _start(self, text: str) -> Check:
         task = asyncio.create_task(self.moderation.check(text))

@@ -246,6 +246,7 @@ class ChatFlow:
         moderation = Moderation(self._check_window, self._judge_window, self._cut_off, self._failed)
         codec = self.stream_codec
         moderator = ChunkedModerator(reply, self.tenant.output, moderation, codec, masking)
+        self.exchange.moderation = moderator.stats
         events = moderator.events()
         try:
             first = await anext(events, b"")

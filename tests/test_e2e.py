@@ -217,6 +217,26 @@ def test_malformed_request_is_a_400_naming_the_field(
     assert proxy.upstream.requests == []
 
 
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"model": "m", "n": ' + b"9" * 100_000 + b"}", "cannot be parsed"),
+        (b'{"model": "m", "messages": [\xff]}', "not valid JSON"),
+    ],
+    ids=["deep-nesting", "huge-integer", "bad-utf8"],
+)
+def test_a_body_the_json_parser_refuses_is_a_clear_400(
+    proxy: Proxy, body: bytes, says: str
+) -> None:
+    with proxy.http() as http:
+        response = http.post("/v1/chat/completions", content=body)
+        healthy = http.get("/healthz")
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+    assert healthy.status_code == 200
+
+
 def test_audit_record_has_the_decision_and_no_text(proxy: Proxy) -> None:
     proxy.client().chat.completions.create(model="m", messages=UNSAFE)
     record = proxy.audit.records[-1]

@@ -58,7 +58,9 @@ def test_unsafe_phrase_mid_stream_never_reaches_the_client(proxy: Proxy) -> None
         lines = list(response.iter_lines())
     received = contents(lines)
     assert "steal a car" not in received
-    assert received.startswith("word0 word1 ")
+    released = received.removesuffix("I'm sorry, but I can't help with that.")
+    assert released.startswith("word0 ")  # the first window is released after its check
+    assert proxy.upstream.reply.startswith(released)
     final = json.loads([line for line in lines if line.startswith("data: {")][-1][6:])
     assert final["choices"][0]["finish_reason"] == "content_filter"
     assert [line for line in lines if line][-1] == "data: [DONE]"

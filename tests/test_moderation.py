@@ -150,7 +150,7 @@ async def test_stream_first_releases_before_checking_and_cuts_off_later() -> Non
 
 
 @pytest.mark.anyio
-async def test_checks_overlap_with_reading_the_next_window() -> None:
+async def test_checks_overlap_with_reading_the_next_window_when_allowed() -> None:
     upstream = Upstream(stream_of(["one ", "two ", "three ", "four "]))
     read_ahead = asyncio.Event()
     upstream.gates[3] = asyncio.Event()  # noticing when the reader asks for "three "
@@ -170,11 +170,67 @@ async def test_checks_overlap_with_reading_the_next_window() -> None:
 
     watcher = asyncio.create_task(watch())
     mod = Moderation(check, lambda r, t: Action.ALLOW, lambda a: [REFUSAL])
-    policy = OutputPolicy(first_window=4, window=4, overlap=0, final_check=False)
+    policy = OutputPolicy(
+        first_window=4, window=4, overlap=0, final_check=False, checks_in_flight=2
+    )
     moderator = ChunkedModerator(upstream.reply(), policy, mod, chat_stream())
     chunks = [c async for c in moderator.events()]
     await watcher
     assert texts(chunks) == "one two three four "
+
+
+@pytest.mark.anyio
+async def test_a_slow_check_makes_the_next_window_everything_that_arrived_meanwhile() -> None:
+    words = [f"w{i} " for i in range(30)]
+    upstream = Upstream(stream_of(words))
+    asked: list[str] = []
+    in_flight, most = 0, 0
+
+    async def check(text: str) -> CheckResult:
+        nonlocal in_flight, most
+        asked.append(text)
+        in_flight += 1
+        most = max(most, in_flight)
+        if len(asked) == 1:  # the first window's check finishes only once every word is read
+            while upstream.sent < len(words):  # noqa: ASYNC110 - plain state set by the fake
+                await asyncio.sleep(0)
+        in_flight -= 1
+        return SAFE
+
+    mod = Moderation(check, lambda r, t: Action.ALLOW, lambda a: [REFUSAL])
+    policy = OutputPolicy(first_window=1, window=1000, overlap=0)
+    moderator = ChunkedModerator(upstream.reply(), policy, mod, chat_stream())
+    chunks = [c async for c in moderator.events()]
+    assert texts(chunks) == "".join(words)
+    assert asked[0] == "w0 "
+    assert asked[1] == "".join(words[1:])  # one window, not one per doubling step
+    assert asked[2] == "".join(words)  # the final check of the whole answer
+    assert most == 1
+    assert moderator.stats.view() == {
+        "checks": 3, "judged_chars": 2 * len("".join(words)),
+        "answer_chars": len("".join(words)), "amplification": 2.0,
+    }  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_stream_never_has_more_checks_in_flight_than_allowed() -> None:
+    upstream = Upstream(stream_of([f"w{i} " for i in range(200)]))
+    in_flight, most = 0, 0
+
+    async def check(text: str) -> CheckResult:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return SAFE
+
+    mod = Moderation(check, lambda r, t: Action.ALLOW, lambda a: [REFUSAL])
+    policy = OutputPolicy(first_window=2, window=16, overlap=4)
+    moderator = ChunkedModerator(upstream.reply(), policy, mod, chat_stream())
+    chunks = [c async for c in moderator.events()]
+    assert texts(chunks) == "".join(f"w{i} " for i in range(200))
+    assert most == 1
 
 
 @pytest.mark.anyio

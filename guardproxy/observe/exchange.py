@@ -31,6 +31,7 @@ class Exchange:
     redacted: dict[str, int] = field(default_factory=dict)  # direction -> spans masked
     regions: tuple[str, ...] = ()
     expose_reasoning: bool = False
+    moderation: Any = None  # a chunked stream's ModerationStats (see moderation.py)
 
     def headers(self) -> dict[str, str]:
         return {
@@ -95,6 +96,8 @@ class Exchange:
             record["flagged"] = list(self.flags)
         if self.redacted:
             record["redacted"] = dict(self.redacted)
+        if self.moderation is not None and self.moderation.checks:
+            record["moderation"] = self.moderation.view()
         if self.guard_error_allowed():
             self.notes.append("guard error: allowed by on_guard_error=allow")
         if self.notes:

@@ -70,6 +70,10 @@ class OutputPolicy(Frozen):
     overlap: int = Field(default=128, ge=0)  # text of the previous window checked again
     final_check: bool = True  # check the whole answer before [DONE]
     stream_first: bool = False  # true: release before checking (text can leak)
+    # Guard checks one stream may have in flight. While they run, arriving text waits and
+    # joins the next window (up to `window`): a fast guard gets small windows, a slow or busy
+    # one fewer, larger ones, and N streams never send more than N x this many checks.
+    checks_in_flight: int = Field(default=1, ge=1, le=8)
 
     @model_validator(mode="after")
     def _windows_fit(self) -> OutputPolicy:
