@@ -27,7 +27,7 @@ from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
 from guardproxy.guards.cache import VerdictCache, build_cache
-from guardproxy.guards.client import build_guard
+from guardproxy.guards.client import HttpGuard, build_guard
 from guardproxy.health import probe_all
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
@@ -284,6 +284,12 @@ async def readyz(request: Request) -> Response:
     guards, upstreams = await probe_all(
         runtime.probe_client, dict(runtime.settings.guards), runtime.upstreams
     )
+    pools = {
+        name: guard.pool for name, guard in runtime.guards.items() if isinstance(guard, HttpGuard)
+    }
+    for name, pool in pools.items():
+        if pool.all_ejected:  # every replica's breaker is open: calls fail fast now
+            guards[name] = "circuit open"
     ready = all(state == "ok" for state in (*guards.values(), *upstreams.values()))
     policies: dict[str, object] = {"status": "loaded", "tenants": sorted(runtime.policies.tenants)}
     if runtime.reload_error:
@@ -293,6 +299,7 @@ async def readyz(request: Request) -> Response:
         "status": "ready" if ready else "not_ready",
         "policies": policies,
         "guards": guards,
+        "guard_pools": {name: pool.view() for name, pool in pools.items()},
         "upstreams": upstreams,
     }
     engines = request.app.state.engines

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from guardproxy.api.conversation import Turn
-from guardproxy.errors import GuardError
+from guardproxy.errors import GuardError, GuardOverloaded
 from guardproxy.guards.protocols import known_names
 from guardproxy.media.request import GuardImage
 from guardproxy.policy.profile import DirectionRules
@@ -46,6 +46,7 @@ class CheckResult:
     # Output checks: Nemotron shares one categories line between both turns, so where the
     # prompt was unsafe too these may be the prompt's (nemotron-3.5-v1.1.md §2.3).
     shared_with_prompt: tuple[str, ...] = ()
+    overloaded: bool = False  # no verdict because the guard shed the call (never allowed)
 
     def summary(self, reasoning: bool = False, detail: bool = False) -> dict[str, object]:
         """The check as the client and the audit log see it (never the raw guard output).
@@ -103,6 +104,7 @@ class CheckResult:
             self.policy_violation or other.policy_violation,
             tuple(dict.fromkeys((*self.unknown_categories, *other.unknown_categories))),
             tuple(dict.fromkeys((*self.shared_with_prompt, *other.shared_with_prompt))),
+            self.overloaded or other.overloaded,
         )
 
 
@@ -183,7 +185,11 @@ async def run_checks(
     try:
         verdicts = await _classify_all(guard, checks)
     except GuardError as exc:
-        return CheckResult(CheckStatus.ERROR, error=str(exc), latency_ms=_since(started))
+        overloaded = isinstance(exc, GuardOverloaded)
+        latency = _since(started)
+        return CheckResult(
+            CheckStatus.ERROR, error=str(exc), latency_ms=latency, overloaded=overloaded
+        )
     pairs = list(zip(checks, verdicts, strict=True))
     result = _combine([(c, v) for c, v in pairs if v is not None], _since(started))
     if len(labels) > 1:

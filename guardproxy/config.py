@@ -62,12 +62,19 @@ class GuardSettings(Frozen):
     """One guard model endpoint (vLLM, NIM or build.nvidia.com; OpenAI-compatible), or an
     embedded vLLM engine that `guardproxy serve` starts and supervises (`engine: vllm`)."""
 
-    url: str = ""  # required unless `engine` is set; then a loopback port by default
+    # Required unless `engine` is set (then a loopback port by default). A list is a pool of
+    # replicas (see guards/capacity.py); `url` is then the first, `replicas` all of them.
+    url: str = ""
+    replicas: tuple[str, ...] = ()
     model: str  # with an engine: a hub id or a local path
     protocol: GuardProtocolName = "nemotron-content-safety"
     api_key: str = ""
     timeout_s: float = Field(default=5.0, gt=0)
     retries: int = Field(default=2, ge=0, le=10)
+    max_concurrency: int | None = Field(default=None, ge=1)  # calls in flight; None: no cap
+    queue_timeout_s: float = Field(default=1.0, gt=0)  # wait for a slot, then shed (503)
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures eject a replica
+    breaker_open_s: float = Field(default=30.0, gt=0)  # ...for this long, then one probe
     reasoning: bool = False
     # NVIDIA's traces run ~700 characters and took 6-15 s per call (nemotron-3.5-v1.1.md
     # §2.3): a call that asks for one gets its own token budget and deadline.
@@ -101,6 +108,23 @@ class GuardSettings(Frozen):
             if isinstance(data, dict) and key in data:
                 raise ValueError(f"{key!r} was removed: {why}")
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _url_list_is_a_pool(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("url"), list):
+            urls = data["url"]
+            if not urls or not all(isinstance(u, str) and u for u in urls):
+                raise ValueError("'url' must be a URL or a non-empty list of URLs")
+            if "replicas" in data:
+                raise ValueError("set the pool as 'url: [...]', not 'replicas'")
+            data = {**data, "url": urls[0], "replicas": tuple(urls)}
+        return data
+
+    @property
+    def urls(self) -> list[str]:
+        """Every replica's base URL (one, unless `url` is a list)."""
+        return list(self.replicas) or [self.url]
 
     @model_validator(mode="after")
     def _one_policy_kwarg(self) -> GuardSettings:

@@ -23,7 +23,9 @@ class Action(StrEnum):
 
 def decide(result: CheckResult, tenant: TenantPolicy, rules: DirectionRules) -> Action:
     if result.status is CheckStatus.ERROR:
-        return Action.FAIL if tenant.on_guard_error == "block" else Action.ALLOW
+        # Shed calls always fail: load must never turn into unchecked traffic.
+        failing = tenant.on_guard_error == "block" or result.overloaded
+        return Action.FAIL if failing else Action.ALLOW
     if result.status is not CheckStatus.UNSAFE:
         return Action.ALLOW
     return Action(unsafe_action(result, tenant, rules))

@@ -6,7 +6,8 @@ GuardproxyError
 │   └── PayloadTooLarge         body over the configured limit                  -> 413
 ├── AuthenticationError         missing or unknown proxy key                    -> 401
 ├── GuardError                  the guard gave no usable verdict                -> 503
-│   ├── GuardUnavailable        connect error, timeout, 5xx, bad status
+│   ├── GuardOverloaded         shed: no call slot within queue_timeout_s (Retry-After)
+│   ├── GuardUnavailable        connect error, timeout, 5xx, bad status, every replica ejected
 │   └── UnparseableVerdict      answer does not match the protocol's grammar
 └── UpstreamError               the upstream LLM failed                         -> 502
     └── UpstreamTimeout         the upstream LLM did not answer in time         -> 504
@@ -58,6 +59,15 @@ class GuardError(GuardproxyError):
 
 class GuardUnavailable(GuardError):
     pass
+
+
+class GuardOverloaded(GuardError):
+    """Shed at admission: the guard has no free call slot. Never allowed through, whatever
+    `on_guard_error` says, so that overload cannot turn into unchecked traffic."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class UnparseableVerdict(GuardError):

@@ -31,8 +31,14 @@ async def probe_models(
 
 
 async def probe_guard(client: httpx.AsyncClient, settings: GuardSettings) -> str | None:
-    # Our own guard must accept our key: a 401 is a misconfiguration, so only 2xx is ready.
-    return await probe_models(client, settings.url, settings.api_key, 300)
+    """A pool is ready while one replica answers. Our own guard must accept our key: a 401 is
+    a misconfiguration, so only 2xx is ready."""
+    results = await asyncio.gather(
+        *(probe_models(client, url, settings.api_key, 300) for url in settings.urls)
+    )
+    if any(result is None for result in results):
+        return None
+    return results[0] if len(results) == 1 else f"every replica is down ({results[0]}, …)"
 
 
 async def probe_all(

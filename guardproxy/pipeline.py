@@ -30,7 +30,14 @@ from guardproxy.checks import (
     run_checks,
 )
 from guardproxy.decision import Action, categories_to_redact, decide
-from guardproxy.errors import GuardproxyError, GuardUnavailable, RequestError, UpstreamError
+from guardproxy.errors import (
+    GuardError,
+    GuardOverloaded,
+    GuardproxyError,
+    GuardUnavailable,
+    RequestError,
+    UpstreamError,
+)
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
@@ -265,7 +272,7 @@ class ChatFlow:
         await events.aclose()
         await reply.aclose()
         if action is Action.FAIL:
-            raise GuardUnavailable(self.exchange.output.error or "guard failed")
+            raise _guard_failure(self.exchange.output)
         return self._blocked()
 
     def _stream_mask_types(self) -> frozenset[str]:
@@ -331,7 +338,7 @@ class ChatFlow:
     def _act(self, result: CheckResult, rules: DirectionRules, direction: str) -> Action:
         action = decide(result, self.tenant, rules)
         if action is Action.FAIL:  # on_guard_error: block fails the request, never silently
-            raise GuardUnavailable(result.error or "guard failed")
+            raise _guard_failure(result)
         if action is Action.FLAG:
             self.exchange.flag(direction)
         return action
@@ -358,6 +365,12 @@ def _refuse_unjudged(request: Conversation, tenant: TenantPolicy, exchange: Exch
     path = request.unjudged[0]
     message = f"'{path}' has a content type the guard cannot judge, so it is not accepted."
     raise RequestError(message, path)
+
+
+def _guard_failure(result: CheckResult) -> GuardError:
+    if result.overloaded:
+        return GuardOverloaded(result.error or "guard at capacity")
+    return GuardUnavailable(result.error or "guard failed")
 
 
 async def _abandon(call: asyncio.Task[UpstreamReply]) -> None:

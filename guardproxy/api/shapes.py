@@ -6,6 +6,7 @@ events are each codec's; this module picks which one and when.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ from guardproxy.errors import (
     AuthenticationError,
     ClientDisconnected,
     GuardError,
+    GuardOverloaded,
     GuardproxyError,
     GuardUnavailable,
     PayloadTooLarge,
@@ -33,6 +35,7 @@ ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
     (PayloadTooLarge, 413, "invalid_request_error", "request_too_large"),
     (RequestError, 400, "invalid_request_error", None),
     (AuthenticationError, 401, "invalid_request_error", "invalid_api_key"),
+    (GuardOverloaded, 503, "server_error", "guard_overloaded"),
     (GuardError, 503, "server_error", "guard_unavailable"),
     (UpstreamTimeout, 504, "server_error", "upstream_timeout"),
     (UpstreamError, 502, "server_error", "upstream_error"),
@@ -71,10 +74,15 @@ def error_response(exc: GuardproxyError, exchange: Exchange, codec: Codec) -> JS
     body = codec.error(public_message(exc), status, type_, param, code)
     if exchange.tenant is not None:
         body["guardproxy"] = exchange.client_view()
-    return JSONResponse(body, status, headers=exchange.headers())
+    headers = exchange.headers()
+    if isinstance(exc, GuardOverloaded):
+        headers["retry-after"] = str(max(math.ceil(exc.retry_after_s), 1))
+    return JSONResponse(body, status, headers=headers)
 
 
 def public_message(exc: GuardproxyError) -> str:
+    if isinstance(exc, GuardOverloaded):
+        return "The content-safety check is at capacity; retry after the Retry-After delay."
     if isinstance(exc, GuardError):
         return "The content-safety check is unavailable, so the request was not processed."
     return str(exc)

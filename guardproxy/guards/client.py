@@ -25,6 +25,7 @@ from tenacity import (
 from guardproxy.config import GuardSettings
 from guardproxy.errors import GuardError, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.cache import VerdictCache
+from guardproxy.guards.capacity import GuardPool
 from guardproxy.guards.completion import wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
 from guardproxy.verdict import GuardInput, Verdict, combine_separate
@@ -55,7 +56,14 @@ class HttpGuard:
         self._settings = settings
         self._protocol = protocol
         self._cache = cache
-        self._url = f"{settings.url.rstrip('/')}/chat/completions"
+        self._url = f"{settings.url.rstrip('/')}/chat/completions"  # the cache key's guard
+        self.pool = GuardPool.of(
+            settings.urls,
+            settings.max_concurrency,
+            settings.queue_timeout_s,
+            settings.breaker_failures,
+            settings.breaker_open_s,
+        )
         self._warned_no_trace = False
         # Category names no taxonomy here knows (Nemotron 3.5's S24), counted per guard.
         self.unknown_categories: Counter[str] = Counter()
@@ -135,6 +143,10 @@ class HttpGuard:
         return replace(verdict, reasoning_unavailable=True)
 
     async def _post(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+        async with self.pool.admitted(timeout_s):
+            return await self._post_admitted(body, timeout_s)
+
+    async def _post_admitted(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
         try:
             async with asyncio.timeout(timeout_s):
                 return await self._post_with_retries(body, _now() + timeout_s, timeout_s)
@@ -156,17 +168,40 @@ class HttpGuard:
             before_sleep=self._log_retry,
             reraise=True,
         )
+        tried: set[str] = set()
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(body, deadline)
+                return await self._attempt(body, deadline, tried)
         raise AssertionError("tenacity stopped without an outcome")  # reraise=True prevents this
 
-    async def _attempt(self, body: dict[str, Any], deadline: float) -> httpx.Response:
+    async def _attempt(
+        self, body: dict[str, Any], deadline: float, tried: set[str]
+    ) -> httpx.Response:
+        """One try, on the least busy replica this call has not tried yet; its breaker
+        counts connect errors, timeouts and 5xx."""
+        replica = self.pool.pick(tried)
+        if replica is None:
+            raise GuardUnavailable("every guard replica is ejected (circuit open)")
+        tried.add(replica.url)
         remaining = max(deadline - _now(), MIN_ATTEMPT_TIMEOUT_S)
-        response = await self._client.post(
-            self._url, json=body, headers=self._headers(), timeout=remaining
-        )
-        response.raise_for_status()
+        replica.breaker.started()
+        replica.outstanding += 1
+        try:
+            response = await self._client.post(
+                f"{replica.url.rstrip('/')}/chat/completions",
+                json=body,
+                headers=self._headers(),
+                timeout=remaining,
+            )
+            response.raise_for_status()
+        except (httpx.HTTPStatusError, httpx.RequestError) as exc:
+            failed = not isinstance(exc, httpx.HTTPStatusError) or exc.response.is_server_error
+            (replica.breaker.failed if failed else replica.breaker.succeeded)()
+            raise
+        finally:
+            replica.outstanding -= 1
+            replica.breaker.probing = False  # a cancelled probe must not block the next one
+        replica.breaker.succeeded()
         return response
 
     def _headers(self) -> dict[str, str]:
