@@ -29,6 +29,7 @@ from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLar
 from guardproxy.guards.cache import VerdictCache, build_cache
 from guardproxy.guards.client import HttpGuard, build_guard
 from guardproxy.health import probe_all
+from guardproxy.httpclient import http_client
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.audit import AuditSink, JsonlAuditSink
@@ -93,10 +94,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.engines = build_engines(settings.guards)
+        kind = settings.http_transport
         async with (
             running(app.state.engines),
-            httpx.AsyncClient(limits=GUARD_LIMITS, transport=transport) as guard_client,
-            httpx.AsyncClient(limits=UPSTREAM_LIMITS, transport=transport) as upstream_client,
+            http_client(kind, GUARD_LIMITS, transport) as guard_client,
+            http_client(kind, UPSTREAM_LIMITS, transport) as upstream_client,
             fetcher or ImageFetcher() as image_fetcher,
         ):
             sink = audit or JsonlAuditSink(settings.audit_path())

@@ -179,6 +179,9 @@ class Settings(Frozen):
     audit: AuditSettings = AuditSettings()
     cache: CacheSettings = CacheSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
+    # httpx's own httpcore.
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def policies_dir(self) -> Path:
