@@ -1,10 +1,13 @@
-"""The outbound HTTP stack, side by side in one run: guardproxy over httpx's own transport
-(httpcore) against guardproxy over aiohttp's (httpx-aiohttp), with the same checks.
+"""Proxies that differ in one setting, side by side in one run, with the same checks.
 
-Starts the instant fake upstream and fake guard and two proxies (input and output checks on,
-so three outbound calls per request) that differ only in `http_transport`. For each
-concurrency level, after a warm-up, R interleaved rounds in a fresh random order; reports
-p50, RPS and the added p50 over `direct` (median over rounds), as bench.overhead does.
+`python -m bench.transport`: guardproxy over httpx's own transport (httpcore) against
+guardproxy over aiohttp's (httpx-aiohttp). `python -m bench.transport --workers`: one worker
+against two (`serve --workers 2`), both over aiohttp.
+
+Starts the instant fake upstream and fake guard and the proxies (input and output checks on,
+so three outbound calls per request). For each concurrency level, after a warm-up, R
+interleaved rounds in a fresh random order; reports p50, RPS and the added p50 over `direct`
+(median over rounds), as bench.overhead does.
 Run from the repository root: ``python -m bench.transport [--requests 2000] [--rounds 5]``.
 """
 
@@ -21,7 +24,13 @@ from bench.common import HOST, children, free_port
 from bench.overhead import measure, write_config
 from bench.report import summarize
 
-TRANSPORTS = ("httpx", "aiohttp")
+# name -> (guardproxy.yaml keys, extra `serve` arguments)
+Variants = dict[str, tuple[dict[str, str], list[str]]]
+TRANSPORTS: Variants = {
+    "httpx": ({"http_transport": "httpx"}, []),
+    "aiohttp": ({"http_transport": "aiohttp"}, []),
+}
+WORKERS: Variants = {"1 worker": ({}, ["--workers", "1"]), "2 workers": ({}, ["--workers", "2"])}
 
 
 def main() -> None:
@@ -29,24 +38,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per target per level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", action="store_true", help="compare 1 and 2 workers")
     args = parser.parse_args()
-    ports = {name: free_port() for name in ("upstream", "guard", *TRANSPORTS)}
+    variants = WORKERS if args.workers else TRANSPORTS
+    ports = {name: free_port() for name in ("upstream", "guard", *variants)}
     run = [sys.executable, "-m"]
     with tempfile.TemporaryDirectory() as work, children() as group:
         workdir = Path(work)
         for fake in ("upstream", "guard"):
             argv = [*run, f"tests.fakes.{fake}", "--port", str(ports[fake])]
             group.launch(argv, workdir / f"{fake}.log", f"http://{HOST}:{ports[fake]}/v1/models")
-        for transport in TRANSPORTS:
-            config = write_config(workdir / transport, ports["guard"], ports["upstream"], True)
-            settings = json.loads(config.read_text())
-            config.write_text(json.dumps({**settings, "http_transport": transport}))
-            port = str(ports[transport])
-            serve = ["serve", "--config", str(config), "--host", HOST, "--port", port]
+        for number, (name, (keys, extra)) in enumerate(variants.items()):
+            folder = workdir / f"proxy{number}"
+            config = write_config(folder, ports["guard"], ports["upstream"], True)
+            config.write_text(json.dumps({**json.loads(config.read_text()), **keys}))
+            port = str(ports[name])
+            serve = ["serve", "--config", str(config), "--host", HOST, "--port", port, *extra]
             group.launch([*run, "guardproxy", *serve, "--log-level", "warning"],
-                         workdir / f"{transport}.log", f"http://{HOST}:{port}/healthz")  # fmt: skip
+                         folder / "serve.log", f"http://{HOST}:{port}/healthz")  # fmt: skip
         urls = {"direct": f"http://{HOST}:{ports['upstream']}/v1/chat/completions"}
-        urls |= {t: f"http://{HOST}:{ports[t]}/v1/chat/completions" for t in TRANSPORTS}
+        urls |= {name: f"http://{HOST}:{ports[name]}/v1/chat/completions" for name in variants}
         print("| concurrency | target | p50 ms | RPS | added p50 ms | errors |")
         print("|---|---|---|---|---|---|")
         for concurrency in args.concurrency:

@@ -9,6 +9,7 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -59,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     serve.add_argument(
+        "--workers",
+        default="1",
+        type=_workers,
+        help="worker processes (default 1; 'auto': one per CPU)",
+    )
+    serve.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -102,22 +109,62 @@ def _config_path(config: Path | None) -> Path:
     return Path(str(resources.files("guardproxy") / "defaults" / "guardproxy.yaml"))
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError("a positive number or 'auto'")
+    return int(value)
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     # litellm fetches its model price map from the internet at import unless told not to;
     # behind a firewall that costs seconds of retries on the first request.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    path = _config_path(args.config)
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    options["access_log"] = args.access_log
+    if args.workers == 1:
+        uvicorn.run(_app(path, 1), **options)
+        return 0
+    _load_for_serving(path, args.workers)  # a bad config fails here, not in every worker
+    # Each worker builds its own app from the same files (see `worker_app`).
+    os.environ[WORKER_CONFIG_ENV] = str(path)
+    os.environ[WORKER_COUNT_ENV] = str(args.workers)
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
+    return 0
+
+
+WORKER_CONFIG_ENV = "GUARDPROXY_WORKER_CONFIG"
+WORKER_COUNT_ENV = "GUARDPROXY_WORKER_COUNT"
+
+
+def worker_app() -> Any:
+    """The app of one `--workers N` process."""
+    return _app(Path(os.environ[WORKER_CONFIG_ENV]), int(os.environ[WORKER_COUNT_ENV]))
+
+
+def _app(path: Path, workers: int) -> Any:
     from guardproxy.app import create_app
 
     env = dict(os.environ)
-    settings = load_settings(_config_path(args.config), env)
-    policies = load_policies(settings, env)
-    app = create_app(settings, policies, reload=lambda: load_policies(settings, env))
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
-    )
-    return 0
+    settings, policies = _load_for_serving(path, workers)
+    return create_app(settings, policies, reload=lambda: load_policies(settings, env))
+
+
+def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:
+    """Settings for one of `workers` processes: an embedded engine cannot be shared, and a
+    guard's `max_concurrency` is split between the workers so their sum keeps the cap."""
+    env = dict(os.environ)
+    settings = load_settings(path, env)
+    if workers > 1:
+        embedded = [name for name, g in settings.guards.items() if g.engine is not None]
+        if embedded:
+            raise ConfigError(f"--workers > 1 cannot share the embedded engine of {embedded}")
+        settings = settings.per_worker(workers)
+    return settings, load_policies(settings, env)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -184,6 +184,19 @@ class Settings(Frozen):
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     base_dir: Path = Field(default=Path("."), exclude=True)
 
+    def per_worker(self, workers: int) -> Settings:
+        """The settings of one of `workers` processes: each guard's `max_concurrency` is
+        divided between them (at least 1 each), so together they never exceed it."""
+        guards = {
+            name: guard.model_copy(
+                update={"max_concurrency": max(guard.max_concurrency // workers, 1)}
+            )
+            if guard.max_concurrency is not None
+            else guard
+            for name, guard in self.guards.items()
+        }
+        return self.model_copy(update={"guards": guards})
+
     def policies_dir(self) -> Path:
         return self.base_dir / self.policies
 

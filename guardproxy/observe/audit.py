@@ -6,8 +6,17 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol, TextIO
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +82,25 @@ class JsonlAuditSink:
         if not lines:
             return
         try:
-            self._file.write("".join(lines))
-            self._file.flush()
+            with _exclusive(self._file if self._path is not None else None):
+                self._file.write("".join(lines))
+                self._file.flush()
         except (OSError, ValueError):
             logger.exception("%d audit records could not be written", len(lines))
+
+
+@contextmanager
+def _exclusive(file: TextIO | None) -> Iterator[None]:
+    """Hold an exclusive lock on the file while a batch is written: with `--workers N`, N
+    processes append to one trail, and a batch larger than one write() must not interleave."""
+    if file is None or fcntl is None:
+        yield
+        return
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 class MemoryAuditSink:

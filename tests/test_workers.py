@@ -1,0 +1,87 @@
+"""`guardproxy serve --workers N`: N processes behind one port, one audit trail without
+interleaved or lost lines, one guard concurrency cap split between them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bench.common import children, free_port
+from guardproxy.cli import main
+from guardproxy.config import load_settings
+from tests.conftest import TENANT_KEY, write_config
+from tests.fakes.guard import FakeGuardState, create_fake_guard
+from tests.fakes.server import run_in_thread
+from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
+
+REQUESTS = 60
+
+
+def test_two_workers_serve_one_port_and_write_one_clean_trail(tmp_path: Path) -> None:
+    guard, upstream = FakeGuardState(), FakeUpstreamState()
+    with (
+        run_in_thread(create_fake_guard(guard)) as guard_url,
+        run_in_thread(create_fake_upstream(upstream)) as upstream_url,
+    ):
+        config = write_config(tmp_path, guard_url, upstream_url, "nemotron-content-safety", {})
+        audit = tmp_path / "audit.jsonl"
+        document = yaml.safe_load(config.read_text())
+        document["audit"] = {"path": str(audit)}
+        config.write_text(yaml.safe_dump(document))
+        port = free_port()
+        argv = [sys.executable, "-m", "guardproxy", "serve", "--config", str(config)]
+        argv += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+        url = f"http://127.0.0.1:{port}"
+        with children() as group:
+            env = {"TEST_TENANT_KEY": TENANT_KEY, "PATH": "/usr/bin:/bin"}
+            group.launch(argv, tmp_path / "serve.log", f"{url}/healthz", env=env)
+            with ThreadPoolExecutor(8) as pool:
+                statuses = list(pool.map(lambda n: ask(url, n), range(REQUESTS)))
+    assert statuses == [200] * REQUESTS
+    lines = audit.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # each line whole: nothing interleaved
+    assert len(records) == REQUESTS
+    assert len({r["request_id"] for r in records}) == REQUESTS
+    assert all(r["action"] == "allow" for r in records)
+
+
+def ask(url: str, number: int) -> int:
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": f"Hi {number}"}]}
+    headers = {"authorization": f"Bearer {TENANT_KEY}"}
+    with httpx.Client(base_url=url, headers=headers, timeout=30, trust_env=False) as client:
+        return client.post("/v1/chat/completions", json=body).status_code
+
+
+def test_a_guard_cap_is_split_between_the_workers(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, "http://g", "http://u", "nemotron-content-safety", {}, {"max_concurrency": 9}
+    )
+    settings = load_settings(config, {"TEST_TENANT_KEY": TENANT_KEY})
+    assert settings.per_worker(2).guards["nemotron"].max_concurrency == 4
+    assert settings.per_worker(20).guards["nemotron"].max_concurrency == 1
+
+
+def test_workers_refuse_a_shared_embedded_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_TENANT_KEY", TENANT_KEY)
+    engine = {"engine": "vllm", "url": ""}
+    config = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {}, engine)
+    code = main(["serve", "--config", str(config), "--workers", "2"])
+    assert code == 1
+    assert "cannot share the embedded engine" in capsys.readouterr().err
+
+
+def test_workers_auto_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    from guardproxy.cli import _workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert _workers("auto") == 6
+    assert _workers("3") == 3
