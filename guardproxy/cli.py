@@ -60,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     serve.add_argument(
+        "--graceful-shutdown-s",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, how long in-flight requests and streams may take to finish",
+    )
+    serve.add_argument(
         "--workers",
         default="1",
         type=_workers,
@@ -125,7 +131,8 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     path = _config_path(args.config)
     options = {"host": args.host, "port": args.port, "log_level": args.log_level}
-    options["access_log"] = args.access_log
+    options |= {"access_log": args.access_log}
+    options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
     if args.workers == 1:
         uvicorn.run(_app(path, 1), **options)
         return 0

@@ -4,6 +4,7 @@ interleaved or lost lines, one guard concurrency cap split between them."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -85,3 +86,38 @@ def test_workers_auto_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 6)
     assert _workers("auto") == 6
     assert _workers("3") == 3
+
+
+def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(tmp_path: Path) -> None:
+    guard, upstream = FakeGuardState(), FakeUpstreamState()
+    upstream.reply = " ".join(f"word{i}" for i in range(40))
+    upstream.token_interval_s = 0.05  # a stream of about 2 s
+    with (
+        run_in_thread(create_fake_guard(guard)) as guard_url,
+        run_in_thread(create_fake_upstream(upstream)) as upstream_url,
+    ):
+        config = write_config(tmp_path, guard_url, upstream_url, "nemotron-content-safety", {})
+        port = free_port()
+        argv = [sys.executable, "-m", "guardproxy", "serve", "--config", str(config)]
+        argv += ["--port", str(port), "--graceful-shutdown-s", "30", "--log-level", "warning"]
+        url = f"http://127.0.0.1:{port}"
+        body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+        headers = {"authorization": f"Bearer {TENANT_KEY}"}
+        with children() as group:
+            env = {"TEST_TENANT_KEY": TENANT_KEY, "PATH": "/usr/bin:/bin"}
+            server = group.launch(argv, tmp_path / "serve.log", f"{url}/healthz", env=env)
+            with (
+                httpx.Client(base_url=url, headers=headers, timeout=30, trust_env=False) as http,
+                http.stream("POST", "/v1/chat/completions", json=body) as stream,
+            ):
+                lines = stream.iter_lines()
+                first = next(line for line in lines if line.startswith("data: {"))
+                server.terminate()  # SIGTERM while the answer is still streaming
+                rest = list(lines)
+            # uvicorn re-raises the signal once it has drained, as a signalled process should
+            assert server.wait(timeout=30) == -signal.SIGTERM
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{url}/healthz", timeout=2, trust_env=False)
+    assert first
+    assert [line for line in rest if line][-1] == "data: [DONE]"  # the stream finished
+    assert upstream.streams_completed == 1
