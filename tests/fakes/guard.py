@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -141,6 +142,10 @@ class FakeGuardState:
     mode_a_categories: bool = False  # Mode A naming categories (undocumented either way)
     controversial_phrases: list[str] = field(default_factory=list)  # Qwen3Guard's third tier
     hold_until: int = 0  # hold each request until this many are in flight at once
+    # A GPU server's batch limit: at most this many calls are served at once (0: no limit),
+    # the rest wait in its queue, as vLLM's max_num_seqs makes them.
+    capacity: int = 0
+    served: asyncio.Semaphore | None = None
     in_flight: int = 0
     max_in_flight: int = 0
     all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -516,7 +521,10 @@ def create_fake_guard(state: FakeGuardState) -> Starlette:
         state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
             await _hold(state)
-            await asyncio.sleep(state.delay_s)
+            if state.capacity and state.served is None:
+                state.served = asyncio.Semaphore(state.capacity)
+            async with state.served or contextlib.nullcontext():
+                await asyncio.sleep(state.delay_s)
             return await _judge_request(state, body, dict(request.headers))
         finally:
             state.in_flight -= 1
@@ -544,8 +552,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default="nemotron-content-safety")
     parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=0, help="calls served at once")
     args = parser.parse_args()
-    state = FakeGuardState(protocol=args.protocol, delay_s=args.delay_s)
+    state = FakeGuardState(protocol=args.protocol, delay_s=args.delay_s, capacity=args.capacity)
     serve(create_fake_guard(state), args.port)
 
 

@@ -314,8 +314,13 @@ def main() -> None:
     parser.add_argument("--ttft-s", type=float, default=0.0)
     parser.add_argument("--token-interval-s", type=float, default=0.0)
     parser.add_argument("--reply-tokens", type=int, default=None)
+    parser.add_argument(
+        "--reply-when", action="append", default=[], metavar="KEY=TEXT",
+        help="answer TEXT when the last user turn contains KEY",
+    )  # fmt: skip
     args = parser.parse_args()
     state = FakeUpstreamState(ttft_s=args.ttft_s, token_interval_s=args.token_interval_s)
+    state.replies = dict(rule.split("=", 1) for rule in args.reply_when)
     if args.reply_tokens is not None:
         state.reply = " ".join(f"token{index}" for index in range(args.reply_tokens))
     serve(create_fake_upstream(state), args.port)
