@@ -97,3 +97,13 @@ class NemotronGuardrail(CustomGuardrail):
         await self.check(prompt, "".join(chunk_text(c) for c in chunks))
         for chunk in chunks:
             yield chunk
+
+    async def async_post_call_success_hook(
+        self, data: dict[str, Any], user_api_key_dict: Any, response: Any
+    ) -> Any:
+        """A non-streamed answer, judged in context like guardproxy's output check."""
+        choices = getattr(response, "choices", None) or []
+        message = getattr(choices[0], "message", None) if choices else None
+        answer = getattr(message, "content", None) or ""
+        await self.check(last_user_text(data.get("messages") or []), answer)
+        return response

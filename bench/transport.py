@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import litellm_target
 from bench.common import HOST, children, free_port
 from bench.overhead import measure, write_config
 from bench.report import summarize
@@ -31,6 +32,7 @@ TRANSPORTS: Variants = {
     "aiohttp": ({"http_transport": "aiohttp"}, []),
 }
 WORKERS: Variants = {"1 worker": ({}, ["--workers", "1"]), "2 workers": ({}, ["--workers", "2"])}
+LITELLM = "litellm-proxy"
 
 
 def main() -> None:
@@ -39,9 +41,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", action="store_true", help="compare 1 and 2 workers")
+    parser.add_argument(
+        "--litellm", action="store_true",
+        help="guardproxy against LiteLLM's proxy with the same two guard calls per request",
+    )  # fmt: skip
     args = parser.parse_args()
     variants = WORKERS if args.workers else TRANSPORTS
-    ports = {name: free_port() for name in ("upstream", "guard", *variants)}
+    if args.litellm:
+        variants = {"guardproxy": TRANSPORTS["aiohttp"]}
+    ports = {name: free_port() for name in ("upstream", "guard", LITELLM, *variants)}
     run = [sys.executable, "-m"]
     with tempfile.TemporaryDirectory() as work, children() as group:
         workdir = Path(work)
@@ -58,6 +66,14 @@ def main() -> None:
                          folder / "serve.log", f"http://{HOST}:{port}/healthz")  # fmt: skip
         urls = {"direct": f"http://{HOST}:{ports['upstream']}/v1/chat/completions"}
         urls |= {name: f"http://{HOST}:{ports[name]}/v1/chat/completions" for name in variants}
+        if args.litellm:
+            executable = litellm_target.ensure_installed(workdir / "litellm-install.log")
+            config = litellm_target.write_config(workdir / "litellm", ports["upstream"])
+            argv = litellm_target.command(executable, config, ports[LITELLM])
+            env = litellm_target.environment(ports["guard"], workdir / "litellm-calls.log")
+            ready = f"http://{HOST}:{ports[LITELLM]}{litellm_target.READY_PATH}"
+            group.launch(argv, workdir / "litellm.log", ready, env, litellm_target.READY_TIMEOUT_S)
+            urls[LITELLM] = f"http://{HOST}:{ports[LITELLM]}/v1/chat/completions"
         print("| concurrency | target | p50 ms | RPS | added p50 ms | errors |")
         print("|---|---|---|---|---|---|")
         for concurrency in args.concurrency:
@@ -67,6 +83,10 @@ def main() -> None:
                 row = summarize(results[name], results["direct"])
                 print(f"| {concurrency} | {name} | {row['p50_ms']:.2f} | {row['rps']:.0f} | "
                       f"{row['added_p50_ms']:.2f} | {row['errors']} |")  # fmt: skip
+        if args.litellm:  # the same work: its guardrail logs each guard call it makes
+            calls = len((workdir / "litellm-calls.log").read_text().splitlines())
+            sent = sum(args.requests // args.rounds * args.rounds + 50 for _ in args.concurrency)
+            print(f"\nLiteLLM guard calls per request: {calls / sent:.2f}")
 
 
 if __name__ == "__main__":
