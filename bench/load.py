@@ -125,11 +125,13 @@ def main() -> None:
     parser.add_argument("--guard-capacity", type=int, default=64)
     parser.add_argument("--guard-delay-s", type=float, default=0.02)
     parser.add_argument("--max-concurrency", type=int, default=256)
+    parser.add_argument("--keep", type=Path, help="keep the logs and the audit trail here")
     args = parser.parse_args()
     ports = {name: free_port() for name in ("upstream", "guard", "proxy")}
     run = [sys.executable, "-m"]
     with tempfile.TemporaryDirectory() as work, children() as group:
-        workdir = Path(work)
+        workdir = args.keep or Path(work)
+        workdir.mkdir(parents=True, exist_ok=True)
         upstream = [*run, "tests.fakes.upstream", "--port", str(ports["upstream"])]
         upstream += ["--ttft-s", "0.2", "--token-interval-s", "0.02", "--reply-tokens", "100"]
         upstream += ["--reply-when", f"{UNSAFE_MARKER}={UNSAFE_REPLY}"]
