@@ -110,6 +110,9 @@ def start_guardproxy(group: Children, workdir: Path, ports: dict[str, int], setu
     config = write_guardproxy_config(
         folder, ports["guard"], ports["upstream"], guardproxy_policies()
     )
+    # Every request sends the same prompt and answer: without this the verdict cache would
+    # answer all but the first, and the table would not show what a guard call costs.
+    config.write_text(json.dumps({**json.loads(config.read_text()), "cache": {"enabled": False}}))
     serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(ports["guardproxy"])]
     argv = [sys.executable, "-m", "guardproxy", *serve, "--log-level", "warning"]
     base = f"http://{HOST}:{ports['guardproxy']}"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import httpx
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.core import Metric
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -34,6 +36,7 @@ from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.audit import AuditSink, JsonlAuditSink
 from guardproxy.observe.exchange import Exchange
+from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
 from guardproxy.pipeline import Route, handle_chat
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles
@@ -63,6 +66,7 @@ class Runtime:
     audit: AuditSink
     probe_client: httpx.AsyncClient
     fetcher: ImageFetcher
+    metrics: Metrics
     reload_error: str | None = None
 
     def route_for(self, tenant: TenantPolicy) -> Route:
@@ -84,10 +88,12 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     reload: PolicyLoader | None = None,
     fetcher: ImageFetcher | None = None,
+    metrics_dir: str | None = None,
 ) -> Starlette:
     """Build the proxy. `transport` replaces the network in tests; `audit` the JSONL file;
     `reload` (a policy loader) turns on hot reload: file changes in the policies folder and
-    SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers). Guards
+    SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers);
+    `metrics_dir` is prometheus-client's multiprocess folder (`serve --workers N`). Guards
     with `engine: vllm` are started with the app and stopped with it."""
     settings = resolve_engine_urls(settings)
 
@@ -104,7 +110,10 @@ def create_app(
             sink = audit or JsonlAuditSink(settings.audit_path())
             clients = (guard_client, upstream_client, image_fetcher)
             cache = build_cache(settings.cache)
-            app.state.runtime = _runtime(settings, policies, sink, cache, *clients)
+            metrics = Metrics(metrics_dir)
+            app.state.metrics = metrics
+            app.state.runtime = _runtime(settings, policies, sink, cache, metrics, *clients)
+            metrics.watch(lambda: _live_state(app, cache))
             async with watch_policies(app, settings.policies_dir(), reload):
                 try:
                     yield
@@ -120,6 +129,7 @@ def create_app(
             HttpRoute("/v1/messages", served(MESSAGES), methods=["POST"]),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
+            HttpRoute("/metrics", metrics_endpoint, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
             # Every other API surface is refused, never relayed unchecked.
             HttpRoute("/v1/{path:path}", unknown_api, methods=UNKNOWN_API_METHODS),
@@ -134,19 +144,31 @@ def _runtime(
     policies: PolicySet,
     audit: AuditSink,
     cache: VerdictCache | None,
+    metrics: Metrics,
     guard_client: httpx.AsyncClient,
     upstream_client: httpx.AsyncClient,
     fetcher: ImageFetcher,
 ) -> Runtime:
     guards: dict[str, Guard] = {
-        name: build_guard(guard_client, guard, cache) for name, guard in settings.guards.items()
+        name: build_guard(guard_client, guard, cache, GuardObserver(metrics, name))
+        for name, guard in settings.guards.items()
     }
     upstreams = {
         name: build_upstream(upstream_client, upstream)
         for name, upstream in settings.upstreams.items()
     }
     routes = _routes(policies, guards, upstreams)
-    return Runtime(settings, policies, guards, upstreams, routes, audit, guard_client, fetcher)
+    return Runtime(
+        settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics
+    )
+
+
+def _live_state(app: Starlette, cache: VerdictCache | None) -> Iterator[Metric]:
+    """Breakers and the cache, read at scrape time."""
+    runtime: Runtime = app.state.runtime
+    pools = {n: g.pool for n, g in runtime.guards.items() if isinstance(g, HttpGuard)}
+    yield from breaker_gauges(pools)
+    yield from cache_gauges(cache)
 
 
 def _routes(
@@ -254,7 +276,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _audit(runtime: Runtime, exchange: Exchange) -> None:
-    runtime.audit.write(exchange.audit_record())
+    record = exchange.audit_record()
+    runtime.audit.write(record)
+    runtime.metrics.record(record, exchange.upstream)
 
 
 async def list_models(request: Request) -> Response:
@@ -275,6 +299,12 @@ async def unknown_api(request: Request) -> Response:
     """OpenAI's answer to a URL it does not serve; guardproxy judges only what it handles."""
     message = f"Invalid URL ({request.method} {request.url.path})"
     return JSONResponse(error_body(message, "invalid_request_error", None, None), 404)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus exposition; not behind a tenant key, and no label holds text or keys."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def healthz(request: Request) -> Response:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -137,28 +138,33 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(_app(path, 1), **options)
         return 0
     _load_for_serving(path, args.workers)  # a bad config fails here, not in every worker
-    # Each worker builds its own app from the same files (see `worker_app`).
+    # Each worker builds its own app from the same files (see `worker_app`), and their
+    # metrics meet in prometheus-client's multiprocess folder.
     os.environ[WORKER_CONFIG_ENV] = str(path)
     os.environ[WORKER_COUNT_ENV] = str(args.workers)
+    os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="guardproxy-metrics-"))
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
     return 0
 
 
 WORKER_CONFIG_ENV = "GUARDPROXY_WORKER_CONFIG"
 WORKER_COUNT_ENV = "GUARDPROXY_WORKER_COUNT"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it too
 
 
 def worker_app() -> Any:
     """The app of one `--workers N` process."""
-    return _app(Path(os.environ[WORKER_CONFIG_ENV]), int(os.environ[WORKER_COUNT_ENV]))
+    path, workers = Path(os.environ[WORKER_CONFIG_ENV]), int(os.environ[WORKER_COUNT_ENV])
+    return _app(path, workers, os.environ[METRICS_ENV])
 
 
-def _app(path: Path, workers: int) -> Any:
+def _app(path: Path, workers: int, metrics_dir: str | None = None) -> Any:
     from guardproxy.app import create_app
 
     env = dict(os.environ)
     settings, policies = _load_for_serving(path, workers)
-    return create_app(settings, policies, reload=lambda: load_policies(settings, env))
+    reload = lambda: load_policies(settings, env)  # noqa: E731
+    return create_app(settings, policies, reload=reload, metrics_dir=metrics_dir)
 
 
 def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:

@@ -149,17 +149,27 @@ class WindowBuilder:
         return closed
 
     def close(self) -> tuple[list[SSEEvent], str] | None:
+        closed = self.close_last()
+        if closed is not None:
+            self.count(closed[1])
+        return closed
+
+    def close_last(self) -> tuple[list[SSEEvent], str] | None:
+        """Close the window without counting its check (the caller decides who judges it)."""
         if not self.events:
             return None
         new = "".join(self.parts)
         checked = self.tail + new if new.strip() else ""
         self.tail = checked[-self.policy.overlap :] if self.policy.overlap and checked else ""
         self.answer.append(new)
-        self.checked_windows += bool(checked)
-        self.judged_chars += len(checked)
         events, self.events, self.parts, self.length = self.events, [], [], 0
         self.size = min(self.size * 2, self.policy.window)
         return events, checked
+
+    def count(self, checked: str) -> None:
+        """A window check that is sent."""
+        self.checked_windows += bool(checked)
+        self.judged_chars += len(checked)
 
     def whole_answer(self) -> str:
         return "".join(self.answer)
@@ -282,12 +292,28 @@ class ChunkedModerator:
             error = UpstreamError(f"The upstream stream failed: {type(exc).__name__}")
             await queue.put(StreamEnd(error))
             return
-        await self._emit(builder.close(), queue)
-        if self.policy.final_check and builder.checked_windows > 1:
-            await self._room()
-            self.final = self._start(builder.whole_answer())
-        self.stats.record(builder, self.final)
+        await self._end(builder, queue)
         await queue.put(StreamEnd())
+
+    async def _end(self, builder: WindowBuilder, queue: asyncio.Queue[Window | StreamEnd]) -> None:
+        """The last window, and the final check of the whole answer. When there is one, the
+        final check also gates the last window: it judges that text too, so the stream ends
+        one guard call after the upstream, not two."""
+        last = builder.close_last()
+        final = self.policy.final_check and builder.checked_windows + bool(last and last[1]) > 1
+        if not final:
+            if last is not None:
+                builder.count(last[1])
+            await self._emit(last, queue)
+            self.stats.record(builder, None)
+            return
+        await self._room()
+        check = self._start(builder.whole_answer())
+        if last is not None:
+            await queue.put(Window(last[0], check))
+        else:
+            self.final = check
+        self.stats.record(builder, check)
 
     async def _take(
         self, event: SSEEvent, builder: WindowBuilder, queue: asyncio.Queue[Window | StreamEnd]

@@ -83,6 +83,7 @@ async def handle_chat(
     profile = route.profile(region)
     exchange.regions = profile.regions
     exchange.expose_reasoning = tenant.expose_reasoning
+    exchange.upstream = tenant.upstream
     _refuse_unjudged(request, tenant, exchange)
     media = await prepare_media(request, tenant.images, tenant.video, fetcher)
     forwarded = media.forwarded(request, tenant.images.forward)

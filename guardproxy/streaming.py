@@ -41,6 +41,8 @@ class GuardedStream(StreamingResponse):
 
     async def _tracked(self) -> AsyncGenerator[bytes]:
         async for chunk in self.content:
+            if self.exchange.first_byte_ms is None and chunk:
+                self.exchange.first_byte_ms = self.exchange.elapsed_ms()
             yield chunk
         self.finished = True
 

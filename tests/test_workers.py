@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import children, free_port
 from guardproxy.cli import main
@@ -45,7 +46,15 @@ def test_two_workers_serve_one_port_and_write_one_clean_trail(tmp_path: Path) ->
             group.launch(argv, tmp_path / "serve.log", f"{url}/healthz", env=env)
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(lambda n: ask(url, n), range(REQUESTS)))
+            exposition = httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text
     assert statuses == [200] * REQUESTS
+    counted = sum(  # both workers' counts, merged by the multiprocess collector
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "guardproxy_requests_total"
+    )
+    assert counted == REQUESTS
     lines = audit.read_text().splitlines()
     records = [json.loads(line) for line in lines]  # each line whole: nothing interleaved
     assert len(records) == REQUESTS

@@ -162,7 +162,8 @@ def cut_off_events(
     with a guard error (FAIL), or the tenant's block shape."""
     if action is Action.FAIL:
         exchange.action, exchange.status = "fail", 503
-        return [shapes.error_event(GuardUnavailable(error or "guard failed"))]
+        failure = GuardOverloaded if exchange.output.overloaded else GuardUnavailable
+        return [shapes.error_event(failure(error or "guard failed"))]
     exchange.action = "block"
     if tenant.on_block == "error":
         return shapes.block_error_events(exchange)

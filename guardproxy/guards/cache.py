@@ -50,6 +50,10 @@ class VerdictCache:
         self.misses = 0
         self.shared_errors = 0
 
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
     @staticmethod
     def key(url: str, body: dict[str, Any]) -> bytes:
         canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from tenacity import (
@@ -23,7 +24,7 @@ from tenacity import (
 )
 
 from guardproxy.config import GuardSettings
-from guardproxy.errors import GuardError, GuardUnavailable, UnparseableVerdict
+from guardproxy.errors import GuardError, GuardOverloaded, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
 from guardproxy.guards.completion import wants_reasoning
@@ -42,6 +43,27 @@ RAW_BODY_LIMIT = 2000
 RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 
 
+class GuardObserver(Protocol):
+    """Where a guard reports its calls (the metrics)."""
+
+    def called(self, direction: str, result: str, seconds: float | None) -> None: ...
+
+    def started(self) -> None: ...
+
+    def finished(self) -> None: ...
+
+
+class _Unobserved:
+    def called(self, direction: str, result: str, seconds: float | None) -> None:
+        return None
+
+    def started(self) -> None:
+        return None
+
+    def finished(self) -> None:
+        return None
+
+
 class HttpGuard:
     """A guard model behind an OpenAI-compatible `/chat/completions` endpoint."""
 
@@ -51,7 +73,9 @@ class HttpGuard:
         settings: GuardSettings,
         protocol: GuardProtocol,
         cache: VerdictCache | None = None,
+        observer: GuardObserver | None = None,
     ) -> None:
+        self._observer: GuardObserver = observer or _Unobserved()
         self._client = client
         self._settings = settings
         self._protocol = protocol
@@ -95,13 +119,29 @@ class HttpGuard:
     async def _classify_one(self, check: GuardInput) -> Verdict:
         body = self._protocol.build_request(check)
         if self._cache is None:
-            return await self._call(check, body)
+            return await self._observed(check, body)
         key = VerdictCache.key(self._url, body)
         cached = await self._cache.get(key)
         if cached is not None:
+            self._observer.called(check.direction.value, "cached", None)
             return cached
-        verdict = await self._call(check, body)
+        verdict = await self._observed(check, body)
         await self._cache.put(key, verdict)  # only a parsed verdict gets here, never an error
+        return verdict
+
+    async def _observed(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
+        direction, started = check.direction.value, time.perf_counter()
+        self._observer.started()
+        try:
+            verdict = await self._call(check, body)
+        except GuardError as exc:
+            result = "shed" if isinstance(exc, GuardOverloaded) else "error"
+            self._observer.called(direction, result, None)
+            raise
+        finally:
+            self._observer.finished()
+        result = "unsafe" if verdict.is_unsafe(check.direction) else "safe"
+        self._observer.called(direction, result, time.perf_counter() - started)
         return verdict
 
     async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
@@ -219,10 +259,14 @@ class HttpGuard:
 
 
 def build_guard(
-    client: httpx.AsyncClient, settings: GuardSettings, cache: VerdictCache | None = None
+    client: httpx.AsyncClient,
+    settings: GuardSettings,
+    cache: VerdictCache | None = None,
+    observer: GuardObserver | None = None,
 ) -> HttpGuard:
     """The guard for a config entry, speaking the protocol its `protocol:` names."""
-    return HttpGuard(client, settings, GUARD_PROTOCOLS[settings.protocol](settings), cache)
+    protocol = GUARD_PROTOCOLS[settings.protocol](settings)
+    return HttpGuard(client, settings, protocol, cache, observer)
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -32,6 +32,8 @@ class Exchange:
     regions: tuple[str, ...] = ()
     expose_reasoning: bool = False
     moderation: Any = None  # a chunked stream's ModerationStats (see moderation.py)
+    upstream: str | None = None  # the tenant's upstream, by its config name
+    first_byte_ms: float | None = None  # a stream's first body bytes reached the client
 
     def headers(self) -> dict[str, str]:
         return {
@@ -41,6 +43,9 @@ class Exchange:
             "x-guardproxy-action": self.action,
             "x-guardproxy-overhead-ms": f"{self.overhead_ms():.3f}",
         }
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started_perf) * 1000
 
     def overhead_ms(self) -> float:
         """Time spent in the proxy itself so far: elapsed minus guard and upstream waits."""
@@ -90,6 +95,8 @@ class Exchange:
         }
         if self.error:
             record["error"] = self.error
+        if self.first_byte_ms is not None:
+            record["first_byte_ms"] = _round(self.first_byte_ms)
         if self.regions:
             record["regions"] = list(self.regions)
         if self.flags:

@@ -44,8 +44,10 @@ async def reload_policies(
         except ConfigError as exc:
             logger.error("policy reload (%s) rejected, the previous set stays:\n%s", reason, exc)
             app.state.runtime = app.state.runtime.with_error(str(exc))
+            app.state.metrics.reloads.labels("error").inc()
             return False
         app.state.runtime = app.state.runtime.with_policies(policies)
+        app.state.metrics.reloads.labels("ok").inc()
     logger.info("policies reloaded (%s): %d tenant(s)", reason, len(policies.tenants))
     return True
 
