@@ -36,6 +36,7 @@ from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.audit import AuditSink, JsonlAuditSink
 from guardproxy.observe.exchange import Exchange
+from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
 from guardproxy.pipeline import Route, handle_chat
 from guardproxy.policy.model import PolicySet, TenantPolicy
@@ -198,6 +199,7 @@ def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
 async def _serve(codec: Codec, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     exchange = Exchange(api=codec.api)
+    bind_logs(exchange)
     try:
         response = await _handle(codec, runtime, request, exchange)
     except GuardproxyError as exc:

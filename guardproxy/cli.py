@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from guardproxy.errors import ConfigError, GuardError, RequestError
 from guardproxy.guards.client import build_guard
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
+from guardproxy.observe.logs import configure as configure_logs
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import DirectionRules, build_profiles
@@ -35,9 +35,7 @@ LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # httpx logs every outbound request at INFO: three lines per chat request, and CPU.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    configure_logs(level, getattr(args, "log_format", "text"))
     try:
         code: int = args.run(args)
     except ConfigError as exc:
@@ -60,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="json: one object per line, with request_id, tenant and action",
+    )
     serve.add_argument(
         "--graceful-shutdown-s",
         type=float,
@@ -134,6 +138,8 @@ def _serve(args: argparse.Namespace) -> int:
     options = {"host": args.host, "port": args.port, "log_level": args.log_level}
     options |= {"access_log": args.access_log}
     options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
+    if args.log_format == "json":
+        options["log_config"] = None  # uvicorn's own lines go through the JSON root handler
     if args.workers == 1:
         uvicorn.run(_app(path, 1), **options)
         return 0
