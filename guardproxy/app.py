@@ -115,6 +115,8 @@ def create_app(
             app.state.metrics = metrics
             app.state.runtime = _runtime(settings, policies, sink, cache, metrics, *clients)
             metrics.watch(lambda: _live_state(app, cache))
+            side = settings.metrics
+            stop_metrics = metrics.serve(side.host, side.port) if side.port else None
             async with watch_policies(app, settings.policies_dir(), reload):
                 try:
                     yield
@@ -122,6 +124,8 @@ def create_app(
                     await sink.aclose()
                     if cache is not None:
                         await cache.aclose()
+                    if stop_metrics is not None:
+                        stop_metrics()
 
     return Starlette(
         routes=[

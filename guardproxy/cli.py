@@ -182,6 +182,11 @@ def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:
         embedded = [name for name, g in settings.guards.items() if g.engine is not None]
         if embedded:
             raise ConfigError(f"--workers > 1 cannot share the embedded engine of {embedded}")
+        if settings.metrics.port is not None:
+            raise ConfigError(
+                "metrics.port needs --workers 1 (with more, scrape /metrics on the main port, "
+                "where the workers' values are merged)"
+            )
         settings = settings.per_worker(workers)
     return settings, load_policies(settings, env)
 

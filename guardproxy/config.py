@@ -167,6 +167,13 @@ class CacheSettings(Frozen):
     redis_timeout_s: float = Field(default=0.05, gt=0)  # then the guard is asked instead
 
 
+class MetricsSettings(Frozen):
+    """`GET /metrics` is always on the main port; `port` serves it on one of its own too."""
+
+    port: int | None = Field(default=None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+
+
 class AuditSettings(Frozen):
     path: str = "audit.jsonl"  # "-" writes to stdout
     include_text: bool = False
@@ -178,6 +185,7 @@ class Settings(Frozen):
     policies: str = "policies/"
     audit: AuditSettings = AuditSettings()
     cache: CacheSettings = CacheSettings()
+    metrics: MetricsSettings = MetricsSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
     # httpx's own httpcore.

@@ -130,3 +130,14 @@ def test_sigterm_drains_in_flight_streams_and_refuses_new_connections(tmp_path: 
     assert first
     assert [line for line in rest if line][-1] == "data: [DONE]"  # the stream finished
     assert upstream.streams_completed == 1
+
+
+def test_workers_refuse_a_metrics_port_of_their_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_TENANT_KEY", TENANT_KEY)
+    config = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {})
+    document = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**document, "metrics": {"port": 9464}}))
+    assert main(["serve", "--config", str(config), "--workers", "2"]) == 1
+    assert "metrics.port needs --workers 1" in capsys.readouterr().err

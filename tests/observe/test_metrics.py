@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,3 +106,19 @@ def test_guard_errors_are_counted(start_proxy: ProxyFactory) -> None:
     assert Counter(labels["status"] for labels, _ in samples["guardproxy_requests_total"]) == {
         "503": 1
     }
+
+
+def test_metrics_can_have_a_port_of_their_own(start_proxy: ProxyFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = start_proxy(config_extra={"metrics": {"port": port}})
+    proxy.client().chat.completions.create(model="m", messages=ask("Hello"))
+    wait_for(lambda: "guardproxy_requests_total{" in side_metrics(port))
+    families = text_string_to_metric_families(side_metrics(port))
+    counted = [s for f in families for s in f.samples if s.name == "guardproxy_requests_total"]
+    assert sum(sample.value for sample in counted) == 1
+
+
+def side_metrics(port: int) -> str:
+    return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text
