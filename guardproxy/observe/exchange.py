@@ -6,9 +6,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guardproxy.checks import SKIPPED, CheckResult, CheckStatus
+
+if TYPE_CHECKING:
+    from guardproxy.moderation import ModerationStats
 
 
 @dataclass
@@ -31,7 +34,7 @@ class Exchange:
     redacted: dict[str, int] = field(default_factory=dict)  # direction -> spans masked
     regions: tuple[str, ...] = ()
     expose_reasoning: bool = False
-    moderation: Any = None  # a chunked stream's ModerationStats (see moderation.py)
+    moderation: ModerationStats | None = None  # a chunked stream's cost
     upstream: str | None = None  # the tenant's upstream, by its config name
     first_byte_ms: float | None = None  # a stream's first body bytes reached the client
 
