@@ -24,6 +24,8 @@ from guardproxy.api.chat_codec import CHAT
 from guardproxy.api.conversation import Codec
 from guardproxy.api.responses_api import RESPONSES
 from guardproxy.api.shapes import error_body, error_response
+from guardproxy.audit.sinks import AuditSink, FanoutSink, JsonlAuditSink
+from guardproxy.audit.store import DatabaseSink
 from guardproxy.checks import Guard
 from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
@@ -34,7 +36,6 @@ from guardproxy.health import probe_all
 from guardproxy.httpclient import http_client
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
-from guardproxy.observe.audit import AuditSink, JsonlAuditSink
 from guardproxy.observe.exchange import Exchange
 from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
@@ -108,11 +109,12 @@ def create_app(
             http_client(kind, UPSTREAM_LIMITS, transport) as upstream_client,
             fetcher or ImageFetcher() as image_fetcher,
         ):
-            sink = audit or JsonlAuditSink(settings.audit_path())
-            clients = (guard_client, upstream_client, image_fetcher)
-            cache = build_cache(settings.cache)
             metrics = Metrics(metrics_dir)
             app.state.metrics = metrics
+            app.state.audit_store = await _audit_store(settings, metrics)
+            sink = _sinks(audit or JsonlAuditSink(settings.audit_path()), app.state.audit_store)
+            clients = (guard_client, upstream_client, image_fetcher)
+            cache = build_cache(settings.cache)
             app.state.runtime = _runtime(settings, policies, sink, cache, metrics, *clients)
             metrics.watch(lambda: _live_state(app, cache))
             side = settings.metrics
@@ -166,6 +168,22 @@ def _runtime(
     return Runtime(
         settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics
     )
+
+
+async def _audit_store(settings: Settings, metrics: Metrics) -> DatabaseSink | None:
+    audit = settings.audit
+    if audit.database is None:
+        return None
+    return await DatabaseSink.open(
+        audit.database,
+        max_queue=audit.max_queue,
+        retention_days=audit.retention_days,
+        dropped=metrics.audit_lost,
+    )
+
+
+def _sinks(trail: AuditSink, store: DatabaseSink | None) -> AuditSink:
+    return trail if store is None else FanoutSink(trail, store)
 
 
 def _live_state(app: Starlette, cache: VerdictCache | None) -> Iterator[Metric]:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
+from guardproxy.audit.store import migrate, open_engine
 from guardproxy.checks import CheckResult, CheckStatus
 from guardproxy.config import Settings, load_settings
 from guardproxy.decision import decide
@@ -143,7 +144,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(_app(path, 1), **options)
         return 0
-    _load_for_serving(path, args.workers)  # a bad config fails here, not in every worker
+    settings, _ = _load_for_serving(path, args.workers)  # a bad config fails here, once
+    if settings.audit.database:  # workers must not race to create the audit schema
+        asyncio.run(_migrate_audit(settings.audit.database))
     # Each worker builds its own app from the same files (see `worker_app`), and their
     # metrics meet in prometheus-client's multiprocess folder.
     os.environ[WORKER_CONFIG_ENV] = str(path)
@@ -151,6 +154,14 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="guardproxy-metrics-"))
     uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
     return 0
+
+
+async def _migrate_audit(url: str) -> None:
+    engine = open_engine(url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()
 
 
 WORKER_CONFIG_ENV = "GUARDPROXY_WORKER_CONFIG"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from guardproxy.yamlfile import load_model, read_yaml
 
@@ -175,8 +175,27 @@ class MetricsSettings(Frozen):
 
 
 class AuditSettings(Frozen):
+    """The JSON-lines trail, and optionally a database the reviewer page reads (SQLite for
+    one machine, PostgreSQL for replicas that share one trail)."""
+
     path: str = "audit.jsonl"  # "-" writes to stdout
-    include_text: bool = False
+    database: str | None = None  # sqlite:///audit.db, postgresql+asyncpg://user@host/db
+    retention_days: float | None = Field(default=None, gt=0)  # database rows; None: keep all
+    max_queue: int = Field(default=10_000, ge=1)  # records waiting for the database
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_include_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "include_text" in data:
+            raise ValueError("'include_text' was replaced by the tenant key 'audit_content'")
+        return data
+
+    @field_validator("database")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        if url and not url.startswith(("sqlite", "postgresql")):
+            raise ValueError("the audit database must be a sqlite:// or postgresql:// URL")
+        return url or None
 
 
 class Settings(Frozen):

@@ -66,12 +66,14 @@ class ModerationStats:
     checks: int = 0
     judged_chars: int = 0
     answer_chars: int = 0
+    answer: str | None = field(default=None, repr=False)  # for the audit's content capture
 
     def record(self, builder: WindowBuilder, final: Check | None) -> None:
         final_chars = len(final.text) if final else 0
         self.checks = builder.checked_windows + (final is not None)
         self.judged_chars = builder.judged_chars + final_chars
-        self.answer_chars = len(builder.whole_answer())
+        self.answer = builder.whole_answer()
+        self.answer_chars = len(self.answer)
 
     def view(self) -> dict[str, object]:
         amplification = self.judged_chars / self.answer_chars if self.answer_chars else 0.0

@@ -20,6 +20,7 @@ from starlette.responses import Response
 
 from guardproxy.api.conversation import Conversation, StreamCodec
 from guardproxy.api.shapes import blocked_response, status_of, with_verdicts
+from guardproxy.audit.content import ContentCapture
 from guardproxy.checks import (
     OFF,
     PENDING,
@@ -83,9 +84,12 @@ async def handle_chat(
     profile = route.profile(region)
     exchange.regions = profile.regions
     exchange.expose_reasoning = tenant.expose_reasoning
-    exchange.upstream = tenant.upstream
+    exchange.upstream, exchange.guard = tenant.upstream, tenant.guard
     _refuse_unjudged(request, tenant, exchange)
     media = await prepare_media(request, tenant.images, tenant.video, fetcher)
+    if tenant.audit_content != "none":
+        image = bool(media.guard_images())
+        exchange.content = ContentCapture(tenant.audit_content, route.masker, request.prompt, image)
     forwarded = media.forwarded(request, tenant.images.forward)
     return await ChatFlow(route, profile, forwarded, headers, exchange, media).run()
 
@@ -218,6 +222,7 @@ class ChatFlow:
         completion = _decode_completion(reply.body)
         types = self.masker.always
         texts = self.codec.answer_texts(completion)
+        self._capture(texts)
         if self.tenant.output.enabled:
             rules = self.profile.output
             answers = self._output_checks(texts, rules)
@@ -316,6 +321,7 @@ class ChatFlow:
         buffered = await buffer_stream(reply, BUFFER_LIMIT_BYTES)
         rules = self.profile.output
         texts = self.stream_codec.texts(buffered.events)
+        self._capture(texts)
         checks = self._output_checks(texts, rules)
         result = await run_checks(self.route.guard, checks)
         self.exchange.output = result
@@ -349,6 +355,10 @@ class ChatFlow:
         return blocked_response(
             self.request, self.exchange, tenant.on_block, tenant.refusal_message, usage
         )
+
+    def _capture(self, answers: list[str]) -> None:
+        if self.exchange.content is not None:
+            self.exchange.content.response = "\n\n".join(answers)
 
     def _count_redactions(self, direction: str, found: int) -> None:
         if found:

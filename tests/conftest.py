@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from guardproxy.app import create_app
+from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
 from guardproxy.media.fetch import ImageFetcher
-from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread

@@ -1,1 +1,1 @@
-"""What the proxy records: one exchange per request, and the audit sink it is written to."""
+"""What the proxy records: one exchange per request, with the metrics and logs around it."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from guardproxy.checks import SKIPPED, CheckResult, CheckStatus
 
 if TYPE_CHECKING:
+    from guardproxy.audit.content import ContentCapture
     from guardproxy.moderation import ModerationStats
 
 
@@ -37,6 +38,8 @@ class Exchange:
     moderation: ModerationStats | None = None  # a chunked stream's cost
     upstream: str | None = None  # the tenant's upstream, by its config name
     first_byte_ms: float | None = None  # a stream's first body bytes reached the client
+    guard: str | None = None  # the tenant's guard, by its config name
+    content: ContentCapture | None = None  # the judged text, where the tenant opted in
 
     def headers(self) -> dict[str, str]:
         return {
@@ -87,6 +90,7 @@ class Exchange:
             "request_id": self.request_id,
             "tenant": self.tenant,
             "api": self.api,
+            "guard": self.guard,
             "model": self.model,
             "stream": self.stream,
             "action": self.action,
@@ -112,6 +116,9 @@ class Exchange:
             self.notes.append("guard error: allowed by on_guard_error=allow")
         if self.notes:
             record["notes"] = self.notes
+        if self.content is not None:
+            answer = self.moderation.answer if self.moderation is not None else None
+            record["content"] = self.content.view(answer)
         return record
 
 

@@ -79,6 +79,10 @@ class Metrics:
             "guardproxy_policy_reloads_total", "Policy reloads, by result.",
             ["result"], registry=registry,
         )  # fmt: skip
+        self.audit_dropped = Counter(
+            "guardproxy_audit_dropped_total", "Audit records the database did not take.",
+            ["sink", "reason"], registry=registry,
+        )  # fmt: skip
 
     def watch(self, state: Callable[[], Iterator[Metric]]) -> None:
         """Add gauges read at scrape time (breakers, cache): this process's view."""
@@ -116,6 +120,9 @@ class Metrics:
         cut = record.get("action") == "block" and output.get("status") == "unsafe"
         if record.get("stream") and cut and record.get("first_byte_ms") is not None:
             self.cutoffs.labels(tenant).inc()
+
+    def audit_lost(self, reason: str, records: int) -> None:
+        self.audit_dropped.labels("database", reason).inc(records)
 
     def guard_call(self, guard: str, direction: str, result: str, seconds: float | None) -> None:
         self.guard_calls.labels(guard, direction, result).inc()

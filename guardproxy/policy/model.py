@@ -136,6 +136,9 @@ class TenantPolicy(Frozen):
     output: OutputPolicy = OutputPolicy()
     reasoning: OnOff = False
     expose_reasoning: bool = False
+    # What of the exchange the audit trail keeps: nothing (the default), the judged text with
+    # every PII detector applied, or the text as it was.
+    audit_content: Literal["none", "redacted", "full"] = "none"
     redaction: RedactionPolicy = RedactionPolicy()
     images: ImagesSettings = ImagesSettings()
     video: VideoSettings = VideoSettings()

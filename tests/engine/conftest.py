@@ -30,9 +30,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from guardproxy.app import create_app
+from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import Settings, load_settings
 from guardproxy.engine.vllm import free_port
-from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet
 from tests.conftest import close_all

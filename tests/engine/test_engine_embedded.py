@@ -17,9 +17,9 @@ import pytest
 
 from bench.engine_start import group_rss_mb
 from guardproxy.app import create_app
+from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
 from guardproxy.engine.vllm import group_alive
-from guardproxy.observe.audit import MemoryAuditSink
 from guardproxy.policy.loader import load_policies
 from tests.conftest import TENANT_KEY, write_embedded_config
 from tests.engine.conftest import ENGINE_ENV, engine_env, engine_python, forced

@@ -1,4 +1,5 @@
-"""The audit trail: one JSON line per request, written in batches off the event loop."""
+"""Where audit records go: a JSON-lines file written in batches off the event loop, memory
+(tests), or several sinks at once."""
 
 from __future__ import annotations
 
@@ -114,3 +115,18 @@ class MemoryAuditSink:
 
     async def aclose(self) -> None:
         return None
+
+
+class FanoutSink:
+    """Every record to each of several sinks: the JSON-lines trail and the database."""
+
+    def __init__(self, *sinks: AuditSink) -> None:
+        self.sinks = sinks
+
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    async def aclose(self) -> None:
+        for sink in self.sinks:
+            await sink.aclose()

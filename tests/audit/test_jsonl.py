@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from guardproxy.observe.audit import JsonlAuditSink
+from guardproxy.audit.sinks import JsonlAuditSink
 
 
 @pytest.mark.anyio

@@ -1,0 +1,66 @@
+"""The audit database: one row per decision, one per (direction, category) it named.
+
+Indexed for the reviewer's filters: time, tenant, action, guard and API alone or with time,
+and categories by name and direction. The whole audit record is kept as JSON beside the
+columns, so the trail holds what the JSON-lines file holds.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("tenant", String(128)),
+    Column("api", String(32), nullable=False),
+    Column("guard", String(128)),
+    Column("model", String(256)),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("action", String(16), nullable=False),
+    Column("status", Integer),
+    Column("input_status", String(16), nullable=False),
+    Column("output_status", String(16), nullable=False),
+    Column("input_ms", Float),
+    Column("output_ms", Float),
+    Column("upstream_ms", Float),
+    Column("total_ms", Float),
+    Column("record", JSON, nullable=False),
+    Column("content", JSON),  # only where the tenant opted in (audit_content)
+    Index("ix_decisions_time", "time"),
+    Index("ix_decisions_tenant_time", "tenant", "time"),
+    Index("ix_decisions_action_time", "action", "time"),
+    Index("ix_decisions_guard_time", "guard", "time"),
+    Index("ix_decisions_api_time", "api", "time"),
+)
+
+decision_categories = Table(
+    "decision_categories",
+    metadata,
+    Column(
+        "request_id",
+        String(64),
+        ForeignKey("decisions.request_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("direction", String(8), primary_key=True),
+    Column("category", String(128), primary_key=True),
+    Index("ix_decision_categories_category", "category", "direction"),
+)

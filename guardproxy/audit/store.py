@@ -1,0 +1,228 @@
+"""The database sink: audit records batched into SQLite or PostgreSQL through SQLAlchemy.
+
+`write()` only queues (the event loop never waits on the database); one flusher task inserts
+what is queued every FLUSH_INTERVAL_S in one transaction, through a driver that works off the
+loop (aiosqlite's thread, asyncpg's protocol). A database that fails (full disk, gone server)
+or a queue past its bound never holds up a request: the record is logged, counted, and the
+request goes on; the JSON-lines trail still has it. `aclose()` writes everything queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, delete, event, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from guardproxy.audit.schema import decision_categories, decisions
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.05
+BATCH_ROWS = 500
+RETENTION_EVERY_S = 3600.0
+MIGRATIONS = Path(__file__).parent / "migrations"
+# A URL without a driver gets the asyncio one; the proxy never opens a blocking connection.
+ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",  # readers (the reviewer page) never block the writer
+    "PRAGMA synchronous=NORMAL",  # durable at each checkpoint; WAL keeps it consistent
+    "PRAGMA busy_timeout=5000",  # several workers share one file
+    "PRAGMA foreign_keys=ON",
+)
+
+Dropped = Callable[[str, int], None]  # (reason, records): counted by the metrics
+
+
+def async_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return f"{ASYNC_DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
+def open_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(async_url(url))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to Alembic's head (a no-op when it is there)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(_upgrade)
+
+
+def _upgrade(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class DatabaseSink:
+    """Queues records and inserts them in batches; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_queue: int = 10_000,
+        retention_days: float | None = None,
+        dropped: Dropped | None = None,
+    ) -> None:
+        self.engine = engine
+        self._max_queue = max_queue
+        self._retention = timedelta(days=retention_days) if retention_days else None
+        self._dropped = dropped or (lambda reason, n: None)
+        self._pending: list[dict[str, Any]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        max_queue: int = 10_000,
+        retention_days: float | None = None,
+        dropped: Dropped | None = None,
+    ) -> DatabaseSink:
+        engine = open_engine(url)
+        await migrate(engine)
+        sink = cls(engine, max_queue=max_queue, retention_days=retention_days, dropped=dropped)
+        if sink._retention is not None:
+            sink._pruner = asyncio.create_task(sink._prune_every(RETENTION_EVERY_S))
+        return sink
+
+    def write(self, record: dict[str, Any]) -> None:
+        if len(self._pending) >= self._max_queue:
+            self._lose([record], "queue_full")
+            return
+        self._pending.append(record)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def aclose(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self._flusher is not None:
+            await self._flusher
+        while self._pending:
+            await self._insert(self._take())
+        await self.engine.dispose()
+
+    async def prune(self, now: datetime | None = None) -> int:
+        """Delete decisions older than `retention_days`; returns how many went."""
+        if self._retention is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - self._retention
+        old = select(decisions.c.request_id).where(decisions.c.time < cutoff)
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                delete(decision_categories).where(decision_categories.c.request_id.in_(old))
+            )
+            result = await connection.execute(delete(decisions).where(decisions.c.time < cutoff))
+        return result.rowcount
+
+    async def _prune_every(self, interval_s: float) -> None:
+        while True:
+            try:
+                removed = await self.prune()
+            except SQLAlchemyError:
+                logger.exception("the audit retention sweep failed")
+            else:
+                if removed:
+                    logger.info("audit retention removed %d decisions", removed)
+            await asyncio.sleep(interval_s)
+
+    async def _flush_soon(self) -> None:
+        while self._pending:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self._insert(self._take())
+        self._flusher = None
+
+    def _take(self) -> list[dict[str, Any]]:
+        batch, self._pending = self._pending[:BATCH_ROWS], self._pending[BATCH_ROWS:]
+        return batch
+
+    async def _insert(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        try:
+            await self._insert_batch(records)
+        except SQLAlchemyError:
+            if len(records) == 1:
+                logger.exception("an audit record could not be stored")
+                self._lose(records, "error")
+                return
+            for record in records:  # one bad row must not cost the rest of the batch
+                await self._insert([record])
+
+    async def _insert_batch(self, records: list[dict[str, Any]]) -> None:
+        rows = [decision_row(record) for record in records]
+        categories = [c for record in records for c in category_rows(record)]
+        async with self.engine.begin() as connection:
+            await connection.execute(insert(decisions), rows)
+            if categories:
+                await connection.execute(insert(decision_categories), categories)
+
+    def _lose(self, records: list[dict[str, Any]], reason: str) -> None:
+        for record in records:  # the trail's content stays out of the log
+            kept = {k: v for k, v in record.items() if k != "content"}
+            logger.error("audit record not stored (%s): %s", reason, json.dumps(kept))
+        self._dropped(reason, len(records))
+
+
+def decision_row(record: dict[str, Any]) -> dict[str, Any]:
+    checks = {d: record.get(d) or {} for d in ("input", "output")}
+    return {
+        "request_id": record["request_id"],
+        "time": datetime.fromisoformat(record["time"]),
+        "tenant": record.get("tenant"),
+        "api": record.get("api", "chat.completions"),
+        "guard": record.get("guard"),
+        "model": _clip(record.get("model"), 256),
+        "stream": bool(record.get("stream")),
+        "action": record.get("action", "allow"),
+        "status": record.get("status"),
+        "input_status": checks["input"].get("status", "skipped"),
+        "output_status": checks["output"].get("status", "skipped"),
+        "input_ms": checks["input"].get("latency_ms"),
+        "output_ms": checks["output"].get("latency_ms"),
+        "upstream_ms": record.get("upstream_ms"),
+        "total_ms": record.get("total_ms"),
+        "record": {k: v for k, v in record.items() if k != "content"},
+        "content": record.get("content"),
+    }
+
+
+def category_rows(record: dict[str, Any]) -> list[dict[str, str]]:
+    checks = {d: record.get(d) or {} for d in ("input", "output")}
+    return [
+        {"request_id": record["request_id"], "direction": direction, "category": str(name)[:128]}
+        for direction, check in checks.items()
+        for name in dict.fromkeys(check.get("categories") or ())
+    ]
+
+
+def _clip(value: Any, size: int) -> str | None:
+    return None if value is None else str(value)[:size]

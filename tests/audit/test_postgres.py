@@ -1,0 +1,64 @@
+"""The same store on PostgreSQL (asyncpg), for replicas that share one trail. `.ci/run` starts
+Debian's postgresql and sets GUARDPROXY_TEST_POSTGRES; without it these are skipped."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+
+from guardproxy.audit.query import DecisionFilter, blocks_per_category, list_decisions
+from guardproxy.audit.store import DatabaseSink, open_engine
+from tests.audit.test_store import NOW, record
+
+URL = os.environ.get("GUARDPROXY_TEST_POSTGRES", "")
+pytestmark = pytest.mark.skipif(not URL, reason="GUARDPROXY_TEST_POSTGRES is not set")
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    """A fresh database per test, dropped afterwards."""
+    name = f"audit_{uuid.uuid4().hex[:12]}"
+    admin = open_engine(URL).execution_options(isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.execute(text(f'CREATE DATABASE "{name}"'))
+    base, _, _ = URL.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        async with admin.connect() as connection:
+            await connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@pytest.mark.anyio
+async def test_two_replicas_share_one_trail(database: str) -> None:
+    first, second = await DatabaseSink.open(database), await DatabaseSink.open(database)
+    for n in range(300):
+        sink = first if n % 2 else second
+        sink.write(record(n, action="block" if n % 3 == 0 else "allow", categories=("Hate",)))
+    await first.aclose()
+    await second.aclose()
+    engine = open_engine(database)
+    assert (await list_decisions(engine, DecisionFilter())).total == 300
+    assert (await list_decisions(engine, DecisionFilter(action="block"))).total == 100
+    series = await blocks_per_category(
+        engine, DecisionFilter(), NOW - timedelta(hours=1), timedelta(hours=1), 2
+    )
+    assert series.counts == {"Hate": [0, 100]}
+    await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_retention_on_postgresql(database: str) -> None:
+    sink = await DatabaseSink.open(database, retention_days=1)
+    sink.write(record(1, categories=("Hate",), when=NOW - timedelta(days=2)))
+    sink.write(record(2, when=NOW))
+    await sink._flush_soon()
+    assert await sink.prune(now=NOW) == 1
+    assert (await list_decisions(sink.engine, DecisionFilter())).total == 1
+    await sink.aclose()
