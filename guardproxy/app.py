@@ -13,12 +13,16 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.core import Metric
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 from starlette.types import Receive
 
+from guardproxy.admin.auth import AdminKeys
+from guardproxy.admin.server import side_server
+from guardproxy.admin.site import AdminSite
 from guardproxy.api.anthropic_messages import MESSAGES
 from guardproxy.api.chat_codec import CHAT
 from guardproxy.api.conversation import Codec
@@ -98,6 +102,7 @@ def create_app(
     `metrics_dir` is prometheus-client's multiprocess folder (`serve --workers N`). Guards
     with `engine: vllm` are started with the app and stopped with it."""
     settings = resolve_engine_urls(settings)
+    admin = _admin_site(settings, policies, lambda: app.state)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -119,7 +124,10 @@ def create_app(
             metrics.watch(lambda: _live_state(app, cache))
             side = settings.metrics
             stop_metrics = metrics.serve(side.host, side.port) if side.port else None
-            async with watch_policies(app, settings.policies_dir(), reload):
+            async with (
+                side_server(admin, settings.admin),
+                watch_policies(app, settings.policies_dir(), reload),
+            ):
                 try:
                     yield
                 finally:
@@ -129,8 +137,10 @@ def create_app(
                     if stop_metrics is not None:
                         stop_metrics()
 
-    return Starlette(
+    on_main_port = admin.routes() if admin is not None and not settings.admin.port else []
+    app = Starlette(
         routes=[
+            *on_main_port,
             HttpRoute("/v1/chat/completions", served(CHAT), methods=["POST"]),
             HttpRoute("/v1/responses", served(RESPONSES), methods=["POST"]),
             HttpRoute("/v1/messages", served(MESSAGES), methods=["POST"]),
@@ -144,6 +154,16 @@ def create_app(
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
+    return app
+
+
+def _admin_site(
+    settings: Settings, policies: PolicySet, state: Callable[[], State]
+) -> AdminSite | None:
+    if not settings.admin.keys:
+        return None
+    keys = AdminKeys.of(settings.admin.keys, settings.admin.session_hours, policies)
+    return AdminSite(state, keys)
 
 
 def _runtime(

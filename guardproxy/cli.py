@@ -193,6 +193,10 @@ def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:
         embedded = [name for name, g in settings.guards.items() if g.engine is not None]
         if embedded:
             raise ConfigError(f"--workers > 1 cannot share the embedded engine of {embedded}")
+        if settings.admin.port is not None:
+            raise ConfigError(
+                "admin.port needs --workers 1 (with more, use /admin on the main port)"
+            )
         if settings.metrics.port is not None:
             raise ConfigError(
                 "metrics.port needs --workers 1 (with more, scrape /metrics on the main port, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -198,6 +199,32 @@ class AuditSettings(Frozen):
         return url or None
 
 
+def checked_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Keys as a policy or the admin settings hold them: literal, or `sha256:<64 hex>`."""
+    for key in keys:
+        if not key.strip():
+            raise ValueError(f"{what} is empty (is its environment variable set?)")
+        if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):
+            raise ValueError("a sha256: key must be 64 lowercase hex digits")
+    return keys
+
+
+class AdminSettings(Frozen):
+    """The reviewer page at `/admin`: off until a key is set. Keys are literal, `${ENV}` or
+    `sha256:<hex>`, and none may also be a tenant key; `port` serves it on a port of its own
+    (then not on the main one)."""
+
+    keys: tuple[str, ...] = ()
+    port: int | None = Field(default=None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    session_hours: float = Field(default=8.0, gt=0)
+
+    @field_validator("keys")
+    @classmethod
+    def _keys_not_empty(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
+        return checked_keys(keys, "an admin key")
+
+
 class Settings(Frozen):
     guards: dict[str, GuardSettings] = Field(min_length=1)
     upstreams: dict[str, UpstreamSettings] = Field(min_length=1)
@@ -205,6 +232,7 @@ class Settings(Frozen):
     audit: AuditSettings = AuditSettings()
     cache: CacheSettings = CacheSettings()
     metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
     # httpx's own httpcore.

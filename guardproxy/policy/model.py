@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from guardproxy.config import Frozen
+from guardproxy.config import Frozen, checked_keys
 from guardproxy.errors import AuthenticationError
 from guardproxy.media.settings import ImagesSettings, VideoSettings
 from guardproxy.verdict import PolicyMode
@@ -146,15 +146,10 @@ class TenantPolicy(Frozen):
     @field_validator("keys")
     @classmethod
     def _keys_not_empty(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
-        for key in keys:
-            if not key.strip():
-                raise ValueError("a key is empty (is its environment variable set?)")
-            if key.startswith("sha256:") and not HASHED_KEY.fullmatch(key):
-                raise ValueError("a sha256: key must be 64 lowercase hex digits")
-        return keys
+        return checked_keys(keys, "a key")
 
     def key_digests(self) -> list[bytes]:
-        return [_digest_of(key) for key in self.keys]
+        return [key_digest(key) for key in self.keys]
 
 
 class RegionCategories(Frozen):
@@ -173,7 +168,7 @@ class RegionPack(Frozen):
     custom_categories: tuple[CustomCategory, ...] = ()
 
 
-def _digest_of(key: str) -> bytes:
+def key_digest(key: str) -> bytes:
     match = HASHED_KEY.fullmatch(key)
     return bytes.fromhex(match.group(1)) if match else hashlib.sha256(key.encode()).digest()
 

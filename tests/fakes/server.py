@@ -25,6 +25,12 @@ def _bind_free_port() -> socket.socket:
     return sock
 
 
+def free_port() -> int:
+    """A port free now, for a server the test cannot hand a bound socket (a side port)."""
+    with _bind_free_port() as sock:
+        return int(sock.getsockname()[1])
+
+
 def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not server.started:

@@ -1,0 +1,282 @@
+"""The reviewer page: decisions (filtered, paged, charted), one decision with its reasoning
+trace, each tenant's policy as the guard receives it, and a playground that runs a check.
+
+Server-rendered with Jinja2 (templates/), a few lines of plain JS, no build step. Every page
+and `/admin/api/*` route needs an admin key (auth.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.templating import Jinja2Templates
+
+from guardproxy.admin.auth import COOKIE, AdminKeys
+from guardproxy.admin.chart import block_chart
+from guardproxy.admin.playground import PlaygroundCase, run_playground
+from guardproxy.audit.query import (
+    DecisionFilter,
+    blocks_per_category,
+    facets,
+    get_decision,
+    list_decisions,
+)
+from guardproxy.errors import AuthenticationError
+from guardproxy.policy.view import show_guard_request
+from guardproxy.verdict import Direction
+
+if TYPE_CHECKING:
+    from guardproxy.app import Runtime
+
+TEMPLATES = Path(__file__).parent / "templates"
+ACTIONS = ("allow", "flag", "block", "error")
+APIS = ("chat.completions", "responses", "messages")
+CHART_HOURS = 24
+MAX_FORM_BYTES = 8 * 1024 * 1024  # the playground's image arrives as a data: URL
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class AdminSite:
+    """The pages, reading the app's live state: `state()` is the app's `state`, whose
+    `runtime` and `audit_store` the lifespan sets (and a policy reload replaces)."""
+
+    def __init__(self, state: Callable[[], Any], keys: AdminKeys) -> None:
+        self.state, self.keys = state, keys
+        self.templates = Jinja2Templates(directory=TEMPLATES)
+
+    def runtime(self) -> Runtime:
+        runtime: Runtime = self.state().runtime
+        return runtime
+
+    @property
+    def store(self) -> AsyncEngine | None:
+        sink = self.state().audit_store
+        return None if sink is None else sink.engine
+
+    def routes(self) -> list[BaseRoute]:
+        guarded = {
+            "/admin/": self.decisions,
+            "/admin/decisions/{request_id}": self.decision,
+            "/admin/policies": self.policies,
+            "/admin/api/decisions": self.api_decisions,
+            "/admin/api/decisions/{request_id}": self.api_decision,
+        }
+        routes: list[BaseRoute] = [
+            Route(path, self._admitted(endpoint), methods=["GET"])
+            for path, endpoint in guarded.items()
+        ]
+        playground = self._admitted(self.playground)
+        return [
+            *routes,
+            Route("/admin/playground", playground, methods=["GET", "POST"]),
+            Route("/admin", self.to_index, methods=["GET"]),
+            Route("/admin/login", self.login_form, methods=["GET"]),
+            Route("/admin/login", self.login, methods=["POST"]),
+            Route("/admin/logout", self.logout, methods=["POST"]),
+        ]
+
+    # -- access -----------------------------------------------------------------------------
+
+    def _admitted(self, endpoint: Endpoint) -> Endpoint:
+        async def admitted(request: Request) -> Response:
+            if self.keys.admits(request):
+                return await endpoint(request)
+            if request.url.path.startswith("/admin/api/") or "authorization" in request.headers:
+                body = {"error": {"message": self._refusal(request), "type": "unauthorized"}}
+                return JSONResponse(body, 401, headers={"www-authenticate": "Bearer"})
+            target = urlencode({"next": request.url.path})
+            return RedirectResponse(f"/admin/login?{target}", 303)
+
+        return admitted
+
+    def _refusal(self, request: Request) -> str:
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        if self._is_tenant_key(token.strip()):
+            return "A tenant key does not open the reviewer page; use an admin key."
+        return "An admin key is needed (Authorization: Bearer <admin key>)."
+
+    def _is_tenant_key(self, key: str) -> bool:
+        try:
+            self.runtime().policies.authenticate(f"Bearer {key}")
+        except AuthenticationError:
+            return False
+        return True
+
+    async def to_index(self, request: Request) -> Response:
+        return RedirectResponse("/admin/", 307)
+
+    async def login_form(self, request: Request) -> Response:
+        return self._page(request, "login.html", next=_local(request.query_params.get("next")))
+
+    async def login(self, request: Request) -> Response:
+        form = await _form(request)
+        key, target = form.get("key", ""), _local(form.get("next"))
+        digest = self.keys.accepts(key) if key else None
+        if digest is None:
+            error = (
+                "A tenant key does not open the reviewer page; use an admin key."
+                if self._is_tenant_key(key)
+                else "That is not an admin key."
+            )
+            return self._page(request, "login.html", 401, next=target, error=error)
+        response = RedirectResponse(target, 303)
+        response.set_cookie(
+            COOKIE,
+            self.keys.session(digest),
+            max_age=int(self.keys.session_s),
+            path="/admin",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/admin/login", 303)
+        response.delete_cookie(COOKIE, path="/admin")
+        return response
+
+    # -- decisions --------------------------------------------------------------------------
+
+    async def decisions(self, request: Request) -> Response:
+        if self.store is None:
+            return self._page(request, "no_store.html", 503)
+        where, page = _filter(request), _page_number(request)
+        found = await list_decisions(self.store, where, page)
+        start = _hour(datetime.now(UTC)) - timedelta(hours=CHART_HOURS - 1)
+        series = await blocks_per_category(
+            self.store, where, start, timedelta(hours=1), CHART_HOURS
+        )
+        params = where.params()
+        return self._page(
+            request,
+            "decisions.html",
+            where=where,
+            params=params,
+            page=found,
+            choices=await facets(self.store),
+            actions=ACTIONS,
+            apis=APIS,
+            chart=block_chart(series),
+            page_link=lambda n: "?" + urlencode({**params, "page": n}),
+        )
+
+    async def decision(self, request: Request) -> Response:
+        row = await self._row(request)
+        if row is None:
+            return self._page(
+                request, "missing.html", 404, request_id=request.path_params["request_id"]
+            )
+        return self._page(request, "decision.html", row=row, record=row["record"])
+
+    async def api_decisions(self, request: Request) -> Response:
+        if self.store is None:
+            return JSONResponse({"error": {"message": "No audit database is configured."}}, 503)
+        found = await list_decisions(self.store, _filter(request), _page_number(request))
+        rows = [{**r, "time": r["time"].isoformat()} for r in found.rows]
+        return JSONResponse({"data": rows, "page": found.number, "total": found.total})
+
+    async def api_decision(self, request: Request) -> Response:
+        row = await self._row(request)
+        if row is None:
+            return JSONResponse({"error": {"message": "No such decision."}}, 404)
+        return JSONResponse({**row["record"], "content": row["content"]})
+
+    async def _row(self, request: Request) -> dict[str, Any] | None:
+        if self.store is None:
+            return None
+        return await get_decision(self.store, request.path_params["request_id"])
+
+    # -- policies and playground ------------------------------------------------------------
+
+    async def policies(self, request: Request) -> Response:
+        runtime = self.runtime()
+        tenants = sorted(runtime.policies.tenants)
+        name = request.query_params.get("tenant") or (tenants[0] if tenants else "")
+        region = request.query_params.get("region") or None
+        tenant = runtime.policies.tenants.get(name)
+        shown = {}
+        if tenant is not None:
+            for direction in Direction:
+                shown[direction.value] = show_guard_request(
+                    runtime.settings, tenant, runtime.policies, region, direction
+                )
+        regions = sorted(runtime.policies.regions)
+        return self._page(
+            request, "policy.html", tenants=tenants, tenant=name, region=region or "",
+            regions=regions, shown=shown,
+        )  # fmt: skip
+
+    async def playground(self, request: Request) -> Response:
+        runtime = self.runtime()
+        tenants = sorted(runtime.policies.tenants)
+        case, result = PlaygroundCase(tenant=tenants[0] if tenants else ""), None
+        if request.method == "POST":
+            case = PlaygroundCase.of(await _form(request))
+            result = await run_playground(runtime, case)
+        return self._page(request, "playground.html", tenants=tenants, case=case, result=result)
+
+    def _page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        response = self.templates.TemplateResponse(request, name, context, status_code=status)
+        response.headers["cache-control"] = "no-store"
+        response.headers["x-frame-options"] = "DENY"
+        return response
+
+
+def _filter(request: Request) -> DecisionFilter:
+    query = request.query_params
+    text = {k: query.get(k) or None for k in ("tenant", "action", "direction", "category")}
+    return DecisionFilter(
+        **text,
+        guard=query.get("guard") or None,
+        api=query.get("api") or None,
+        since=_time(query.get("since")),
+        until=_time(query.get("until")),
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    """An ISO time from the filter form (`datetime-local` has no zone: UTC is meant)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _page_number(request: Request) -> int:
+    value = request.query_params.get("page", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _local(target: str | None) -> str:
+    """Only a path on this site is a place to go back to after login."""
+    if not target or not target.startswith("/admin") or target.startswith("//"):
+        return "/admin/"
+    return target
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An urlencoded form (no multipart parser needed: the image comes as a data: URL)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            break
+    fields = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
