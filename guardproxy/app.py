@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import Any
 
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,6 +44,7 @@ from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.exchange import Exchange
 from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
+from guardproxy.observe.tracing import NO_TRACING, Tracing, build_tracing
 from guardproxy.pipeline import Route, handle_chat
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles
@@ -73,13 +75,14 @@ class Runtime:
     probe_client: httpx.AsyncClient
     fetcher: ImageFetcher
     metrics: Metrics
+    tracing: Tracing = NO_TRACING
     reload_error: str | None = None
 
     def route_for(self, tenant: TenantPolicy) -> Route:
         return self.routes[tenant.tenant]
 
     def with_policies(self, policies: PolicySet) -> Runtime:
-        routes = _routes(policies, self.guards, self.upstreams)
+        routes = _routes(policies, self.guards, self.upstreams, self.tracing)
         return replace(self, policies=policies, routes=routes, reload_error=None)
 
     def with_error(self, error: str) -> Runtime:
@@ -95,11 +98,13 @@ def create_app(
     reload: PolicyLoader | None = None,
     fetcher: ImageFetcher | None = None,
     metrics_dir: str | None = None,
+    tracer_provider: Any = None,
 ) -> Starlette:
     """Build the proxy. `transport` replaces the network in tests; `audit` the JSONL file;
     `reload` (a policy loader) turns on hot reload: file changes in the policies folder and
     SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers);
-    `metrics_dir` is prometheus-client's multiprocess folder (`serve --workers N`). Guards
+    `metrics_dir` is prometheus-client's multiprocess folder (`serve --workers N`);
+    `tracer_provider` an OpenTelemetry provider that replaces the OTLP exporter's. Guards
     with `engine: vllm` are started with the app and stopped with it."""
     settings = resolve_engine_urls(settings)
     admin = _admin_site(settings, policies, lambda: app.state)
@@ -120,7 +125,9 @@ def create_app(
             sink = _sinks(audit or JsonlAuditSink(settings.audit_path()), app.state.audit_store)
             clients = (guard_client, upstream_client, image_fetcher)
             cache = build_cache(settings.cache)
-            app.state.runtime = _runtime(settings, policies, sink, cache, metrics, *clients)
+            tracing = build_tracing(settings.tracing, tracer_provider)
+            observed = (metrics, tracing)
+            app.state.runtime = _runtime(settings, policies, sink, cache, observed, *clients)
             metrics.watch(lambda: _live_state(app, cache))
             side = settings.metrics
             stop_metrics = metrics.serve(side.host, side.port) if side.port else None
@@ -132,6 +139,7 @@ def create_app(
                     yield
                 finally:
                     await sink.aclose()
+                    tracing.shutdown()
                     if cache is not None:
                         await cache.aclose()
                     if stop_metrics is not None:
@@ -171,23 +179,25 @@ def _runtime(
     policies: PolicySet,
     audit: AuditSink,
     cache: VerdictCache | None,
-    metrics: Metrics,
+    observed: tuple[Metrics, Tracing],
     guard_client: httpx.AsyncClient,
     upstream_client: httpx.AsyncClient,
     fetcher: ImageFetcher,
 ) -> Runtime:
+    metrics, tracing = observed
     guards: dict[str, Guard] = {
-        name: build_guard(guard_client, guard, cache, GuardObserver(metrics, name))
+        name: build_guard(guard_client, guard, cache, GuardObserver(metrics, name), tracing, name)
         for name, guard in settings.guards.items()
     }
     upstreams = {
         name: build_upstream(upstream_client, upstream)
         for name, upstream in settings.upstreams.items()
     }
-    routes = _routes(policies, guards, upstreams)
+    routes = _routes(policies, guards, upstreams, tracing)
     return Runtime(
-        settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics
-    )
+        settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics,
+        tracing,
+    )  # fmt: skip
 
 
 async def _audit_store(settings: Settings, metrics: Metrics) -> DatabaseSink | None:
@@ -215,7 +225,10 @@ def _live_state(app: Starlette, cache: VerdictCache | None) -> Iterator[Metric]:
 
 
 def _routes(
-    policies: PolicySet, guards: dict[str, Guard], upstreams: dict[str, Upstream]
+    policies: PolicySet,
+    guards: dict[str, Guard],
+    upstreams: dict[str, Upstream],
+    tracing: Tracing,
 ) -> dict[str, Route]:
     return {
         name: Route(
@@ -224,6 +237,7 @@ def _routes(
             upstreams[tenant.upstream],
             build_profiles(tenant, policies.regions),
             Masker.for_policy(tenant.redaction),
+            tracing,
         )
         for name, tenant in policies.tenants.items()
     }
@@ -242,18 +256,19 @@ async def _serve(codec: Codec, request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     exchange = Exchange(api=codec.api)
     bind_logs(exchange)
+    span = runtime.tracing.begin_request(request.headers, codec.api)
     try:
         response = await _handle(codec, runtime, request, exchange)
     except GuardproxyError as exc:
         response = error_response(exc, exchange, codec)
     except BaseException as exc:  # the 500 handler answers; the audit still gets its line
         exchange.status, exchange.error = 500, f"internal error: {type(exc).__name__}"
-        await _audit(runtime, exchange)
+        await _audit(runtime, exchange, span)
         raise
     if isinstance(response, GuardedStream):
-        response.closers.append(lambda: _audit(runtime, exchange))
+        response.closers.append(lambda: _audit(runtime, exchange, span))
     else:
-        await _audit(runtime, exchange)
+        await _audit(runtime, exchange, span)
     return response
 
 
@@ -319,10 +334,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _audit(runtime: Runtime, exchange: Exchange) -> None:
+async def _audit(runtime: Runtime, exchange: Exchange, span: Any = None) -> None:
     record = exchange.audit_record()
     runtime.audit.write(record)
     runtime.metrics.record(record, exchange.upstream)
+    runtime.tracing.end_request(span, exchange)
 
 
 async def list_models(request: Request) -> Response:

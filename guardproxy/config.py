@@ -199,6 +199,20 @@ class AuditSettings(Frozen):
         return url or None
 
 
+class TracingSettings(Frozen):
+    """OpenTelemetry traces over OTLP/HTTP (needs the `otel` extra). On when `enabled` or an
+    endpoint is set; with `enabled` and no endpoint, the OTEL_EXPORTER_OTLP_* variables apply."""
+
+    enabled: bool = False
+    otlp_endpoint: str | None = None  # e.g. http://collector:4318/v1/traces
+    service_name: str = "guardproxy"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)  # of new traces; a parent's wins
+
+    @property
+    def active(self) -> bool:
+        return self.enabled or self.otlp_endpoint is not None
+
+
 def checked_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:
     """Keys as a policy or the admin settings hold them: literal, or `sha256:<64 hex>`."""
     for key in keys:
@@ -233,6 +247,7 @@ class Settings(Frozen):
     cache: CacheSettings = CacheSettings()
     metrics: MetricsSettings = MetricsSettings()
     admin: AdminSettings = AdminSettings()
+    tracing: TracingSettings = TracingSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
     # httpx's own httpcore.

@@ -44,6 +44,7 @@ from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
 from guardproxy.moderation import ChunkedModerator, Moderation
 from guardproxy.observe.exchange import Exchange
+from guardproxy.observe.tracing import NO_TRACING, Tracing
 from guardproxy.policy.model import TenantPolicy
 from guardproxy.policy.profile import DirectionRules, Profile, select_profile
 from guardproxy.redaction import CATEGORY_DETECTORS
@@ -67,6 +68,7 @@ class Route:
     upstream: Upstream
     profiles: dict[str, Profile]
     masker: Masker
+    tracing: Tracing = NO_TRACING
 
     def profile(self, region: str | None) -> Profile:
         return select_profile(self.profiles, region)
@@ -205,8 +207,14 @@ class ChatFlow:
 
     async def _call_upstream(self, body: bytes) -> UpstreamReply:
         started = time.perf_counter()
+        tracing = self.route.tracing
+        upstream = {"guardproxy.upstream": self.tenant.upstream}
         try:
-            return await self.route.upstream.send(self.request, body, self.headers)
+            with tracing.span("guardproxy.upstream", **upstream) as span:
+                headers = tracing.inject(self.headers)
+                reply = await self.route.upstream.send(self.request, body, headers)
+                span.set(**{"http.response.status_code": reply.status})
+                return reply
         finally:
             self.exchange.upstream_ms = (time.perf_counter() - started) * 1000
 

@@ -125,6 +125,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             guard_settings: dict[str, Any] | None = None,
             via_litellm: bool = False,
             config_extra: dict[str, Any] | None = None,
+            tracer_provider: Any = None,
             **tenant: Any,
         ) -> Proxy:
             guard, upstream = FakeGuardState(protocol=protocol), FakeUpstreamState()
@@ -146,7 +147,14 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             audit = MemoryAuditSink()
             policies = load_policies(settings, env)
             loader = (lambda: load_policies(settings, env)) if reload else None
-            app = create_app(settings, policies, audit=audit, reload=loader, fetcher=fetcher)
+            app = create_app(
+                settings,
+                policies,
+                audit=audit,
+                reload=loader,
+                fetcher=fetcher,
+                tracer_provider=tracer_provider,
+            )
             url = stack.enter_context(run_in_thread(app))
             proxy = Proxy(url, guard, upstream, audit, policies_dir=tmp_path / "policies")
             proxy.guard_url = f"{guard_url}/v1"

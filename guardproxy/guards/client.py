@@ -29,6 +29,7 @@ from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
 from guardproxy.guards.completion import wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
+from guardproxy.observe.tracing import NO_TRACING, Tracing
 from guardproxy.verdict import GuardInput, Verdict, combine_separate
 
 logger = logging.getLogger(__name__)
@@ -74,8 +75,11 @@ class HttpGuard:
         protocol: GuardProtocol,
         cache: VerdictCache | None = None,
         observer: GuardObserver | None = None,
+        tracing: Tracing = NO_TRACING,
+        name: str = "",
     ) -> None:
         self._observer: GuardObserver = observer or _Unobserved()
+        self._tracing, self._name = tracing, name or settings.model
         self._client = client
         self._settings = settings
         self._protocol = protocol
@@ -117,6 +121,20 @@ class HttpGuard:
         return pair[0], pair[1]
 
     async def _classify_one(self, check: GuardInput) -> Verdict:
+        direction = check.direction
+        attributes = {"guardproxy.guard": self._name, "guardproxy.direction": direction.value}
+        with self._tracing.span("guardproxy.guard", **attributes) as span:
+            verdict = await self._verdict(check)
+            span.set(
+                **{
+                    "guardproxy.verdict": "unsafe" if verdict.is_unsafe(direction) else "safe",
+                    "guardproxy.categories": verdict.categories,
+                    "guardproxy.cached": verdict.cached,
+                }
+            )
+            return verdict
+
+    async def _verdict(self, check: GuardInput) -> Verdict:
         body = self._protocol.build_request(check)
         if self._cache is None:
             return await self._observed(check, body)
@@ -263,10 +281,12 @@ def build_guard(
     settings: GuardSettings,
     cache: VerdictCache | None = None,
     observer: GuardObserver | None = None,
+    tracing: Tracing = NO_TRACING,
+    name: str = "",
 ) -> HttpGuard:
     """The guard for a config entry, speaking the protocol its `protocol:` names."""
     protocol = GUARD_PROTOCOLS[settings.protocol](settings)
-    return HttpGuard(client, settings, protocol, cache, observer)
+    return HttpGuard(client, settings, protocol, cache, observer, tracing, name)
 
 
 def _is_retryable(error: BaseException) -> bool:

@@ -1,0 +1,76 @@
+"""Traces: a span per request, with a child per guard call and one for the upstream call.
+
+`Tracing` itself does nothing, at the cost of a method call that returns a shared object:
+that is what runs without the `otel` extra or without `tracing:` in the config, and
+OpenTelemetry is then never imported. `build_tracing` returns the OpenTelemetry one
+(observe/otel.py) when tracing is configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from guardproxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from guardproxy.config import TracingSettings
+    from guardproxy.observe.exchange import Exchange
+
+
+class Span:
+    """A span that records nothing (and the interface of one that does)."""
+
+    def set(self, **attributes: Any) -> None:
+        return None
+
+    def __enter__(self) -> Span:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+NO_SPAN = Span()
+
+
+class Tracing:
+    """No tracing: every call returns at once."""
+
+    enabled = False
+
+    def span(self, name: str, **attributes: Any) -> Span:
+        """A child of the current span, as a context manager."""
+        return NO_SPAN
+
+    def begin_request(self, headers: Mapping[str, str], api: str) -> Any:
+        """Start the request's span, continuing the client's W3C `traceparent` if it sent one."""
+        return None
+
+    def end_request(self, handle: Any, exchange: Exchange) -> None:
+        return None
+
+    def inject(self, headers: dict[str, str]) -> dict[str, str]:
+        """Headers for an outbound call: the current span's `traceparent` replaces the
+        client's, so the upstream's spans are children of ours."""
+        return headers
+
+    def shutdown(self) -> None:
+        return None
+
+
+NO_TRACING = Tracing()
+
+
+def build_tracing(settings: TracingSettings, provider: Any = None) -> Tracing:
+    """OpenTelemetry tracing when the config turns it on; `provider` (tests) replaces the
+    OTLP exporter's."""
+    if not settings.active and provider is None:
+        return NO_TRACING
+    try:
+        from guardproxy.observe.otel import OtelTracing
+    except ImportError as exc:
+        raise ConfigError(
+            "tracing needs OpenTelemetry: pip install 'guardproxy[otel]'", "tracing"
+        ) from exc
+    return OtelTracing.of(settings, provider)
