@@ -236,7 +236,7 @@ def _routes(
             guards[tenant.guard],
             upstreams[tenant.upstream],
             build_profiles(tenant, policies.regions),
-            Masker.for_policy(tenant.redaction),
+            Masker.for_policy(tenant.redaction, enforced=tenant.mode == "enforce"),
             tracing,
         )
         for name, tenant in policies.tenants.items()

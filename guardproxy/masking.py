@@ -25,7 +25,8 @@ class Masker:
     always: frozenset[str]
 
     @classmethod
-    def for_policy(cls, policy: RedactionPolicy) -> Masker:
+    def for_policy(cls, policy: RedactionPolicy, enforced: bool = True) -> Masker:
+        """`enforced=False` (a monitored tenant): the detectors exist, none runs always."""
         redactor = Redactor(
             detectors=sorted(DETECTORS),
             patterns=[(p.name, p.regex) for p in policy.patterns],
@@ -37,7 +38,7 @@ class Masker:
             *(p.name for p in policy.patterns),
             *(w.name for w in policy.words),
         }
-        return cls(redactor, frozenset(names))
+        return cls(redactor, frozenset(names) if enforced else frozenset())
 
     def types_for(self, categories: Collection[str]) -> frozenset[str]:
         """The always-on detectors plus those that belong to `categories` (e.g. PII/Privacy)."""

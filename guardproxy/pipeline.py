@@ -87,6 +87,7 @@ async def handle_chat(
     exchange.regions = profile.regions
     exchange.expose_reasoning = tenant.expose_reasoning
     exchange.upstream, exchange.guard = tenant.upstream, tenant.guard
+    exchange.monitor = tenant.mode == "monitor"
     _refuse_unjudged(request, tenant, exchange)
     media = await prepare_media(request, tenant.images, tenant.video, fetcher)
     if tenant.audit_content != "none":
@@ -292,7 +293,7 @@ class ChatFlow:
     def _stream_mask_types(self) -> frozenset[str]:
         """Text already sent cannot be masked later, so in streams the detectors of every
         category whose output action is `redact` run from the start."""
-        if not self.tenant.output.enabled:
+        if not self.tenant.output.enabled or self.exchange.monitor:
             return self.masker.always
         rules = self.profile.output
         return self.masker.types_for(
@@ -306,7 +307,7 @@ class ChatFlow:
         return result
 
     def _judge_window(self, result: CheckResult, text: str) -> Action:
-        action = decide(result, self.tenant, self.profile.output)
+        action = self._enforced(decide(result, self.tenant, self.profile.output), "output")
         if action is Action.FLAG and "output" not in self.exchange.flags:
             self.exchange.flag("output")
         if action is Action.REDACT:
@@ -350,8 +351,15 @@ class ChatFlow:
 
     # -- decisions --------------------------------------------------------------------------
 
+    def _enforced(self, action: Action, direction: str) -> Action:
+        """A monitored tenant's block, redaction or failure is recorded, not carried out."""
+        if not self.exchange.monitor or action in (Action.ALLOW, Action.FLAG):
+            return action
+        self.exchange.monitored(direction, action.value)
+        return Action.ALLOW
+
     def _act(self, result: CheckResult, rules: DirectionRules, direction: str) -> Action:
-        action = decide(result, self.tenant, rules)
+        action = self._enforced(decide(result, self.tenant, rules), direction)
         if action is Action.FAIL:  # on_guard_error: block fails the request, never silently
             raise _guard_failure(result)
         if action is Action.FLAG:

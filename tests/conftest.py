@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -58,6 +59,15 @@ class Proxy:
         client = anthropic.Anthropic(base_url=self.url, api_key=key or self.key, max_retries=0)
         self.clients.append(client)
         return client
+
+    def record(self, number: int) -> dict[str, Any]:
+        """The `number`-th audit record (from 1), waiting for it: a stream's record is
+        written after its last byte reaches the client."""
+        deadline = time.monotonic() + 10
+        while len(self.audit.records) < number:
+            assert time.monotonic() < deadline, f"audit record {number} was never written"
+            time.sleep(0.01)
+        return self.audit.records[number - 1]
 
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.key}"})

@@ -163,7 +163,7 @@ def test_an_unsafe_streamed_answer_ends_with_stop_reason_refusal(proxy: Proxy) -
     assert final.stop_reason == "refusal"
     assert "bomb" not in "".join(texts)
     assert texts[-1] == REFUSAL
-    assert proxy.audit.records[-1]["action"] == "block"
+    assert proxy.record(1)["action"] == "block"
 
 
 def test_an_unsafe_prompt_streamed_is_a_refusal_stream(proxy: Proxy) -> None:

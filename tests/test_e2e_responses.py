@@ -149,7 +149,7 @@ def test_an_unsafe_streamed_answer_ends_with_response_incomplete(proxy: Proxy) -
     assert final.status == "incomplete"
     assert final.incomplete_details.reason == "content_filter"
     assert final.output_text == REFUSAL
-    assert proxy.audit.records[-1]["action"] == "block"
+    assert proxy.record(1)["action"] == "block"
 
 
 def test_an_unsafe_input_streamed_is_a_refusal_stream(proxy: Proxy) -> None:

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from guardproxy.moderation import ModerationStats
 
 
+WOULD_SEVERITY = ("redact", "block", "fail")
+
+
 @dataclass
 class Exchange:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -40,13 +43,15 @@ class Exchange:
     first_byte_ms: float | None = None  # a stream's first body bytes reached the client
     guard: str | None = None  # the tenant's guard, by its config name
     content: ContentCapture | None = None  # the judged text, where the tenant opted in
+    monitor: bool = False  # the tenant's `mode: monitor`: nothing is enforced
+    would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
 
     def headers(self) -> dict[str, str]:
         return {
             "x-guardproxy-request-id": self.request_id,
             "x-guardproxy-input": self.input.status.value,
             "x-guardproxy-output": self.output.status.value,
-            "x-guardproxy-action": self.action,
+            "x-guardproxy-action": "monitor" if self.monitor else self.action,
             "x-guardproxy-overhead-ms": f"{self.overhead_ms():.3f}",
         }
 
@@ -72,6 +77,12 @@ class Exchange:
         if self.redacted:
             view["redacted"] = dict(self.redacted)
         return view
+
+    def monitored(self, direction: str, action: str) -> None:
+        """What a monitored tenant's check would have done; the worst one per direction."""
+        known = self.would.get(direction)
+        if known is None or WOULD_SEVERITY.index(action) > WOULD_SEVERITY.index(known):
+            self.would[direction] = action
 
     def flag(self, direction: str) -> None:
         self.flags.append(direction)
@@ -100,6 +111,10 @@ class Exchange:
             "upstream_ms": _round(self.upstream_ms),
             "total_ms": _round((time.perf_counter() - self.started_perf) * 1000),
         }
+        if self.monitor:
+            record["action"] = "monitor"
+            record["would_block"] = any(a in ("block", "fail") for a in self.would.values())
+            record["would"] = dict(self.would)
         if self.error:
             record["error"] = self.error
         if self.first_byte_ms is not None:

@@ -79,6 +79,11 @@ class Metrics:
             "guardproxy_policy_reloads_total", "Policy reloads, by result.",
             ["result"], registry=registry,
         )  # fmt: skip
+        self.monitored_blocks = Counter(
+            "guardproxy_monitored_blocks_total",
+            "Blocks a monitored tenant would have had (not enforced), by direction and category.",
+            ["tenant", "direction", "category"], registry=registry,
+        )  # fmt: skip
         self.audit_dropped = Counter(
             "guardproxy_audit_dropped_total", "Audit records the database did not take.",
             ["sink", "reason"], registry=registry,
@@ -108,8 +113,12 @@ class Metrics:
             self._decisions(tenant, record)
 
     def _decisions(self, tenant: str, record: dict[str, Any]) -> None:
+        would = record.get("would") or {}
         for direction in ("input", "output"):
             check = record.get(direction) or {}
+            if would.get(direction) == "block":
+                for category in check.get("categories") or ["(none)"]:
+                    self.monitored_blocks.labels(tenant, direction, category).inc()
             if record.get("action") == "block" and check.get("status") == "unsafe":
                 for category in check.get("categories") or ["(none)"]:
                     self.blocks.labels(tenant, direction, category).inc()

@@ -139,6 +139,9 @@ class TenantPolicy(Frozen):
     # What of the exchange the audit trail keeps: nothing (the default), the judged text with
     # every PII detector applied, or the text as it was.
     audit_content: Literal["none", "redacted", "full"] = "none"
+    # monitor: every check runs and is recorded with the action it would have had, but
+    # nothing is blocked, redacted or failed.
+    mode: Literal["enforce", "monitor"] = "enforce"
     redaction: RedactionPolicy = RedactionPolicy()
     images: ImagesSettings = ImagesSettings()
     video: VideoSettings = VideoSettings()
