@@ -20,6 +20,7 @@ from guardproxy.config import Settings, load_settings
 from guardproxy.decision import decide
 from guardproxy.errors import ConfigError, GuardError, RequestError
 from guardproxy.guards.client import build_guard
+from guardproxy.lifecycle.commands import add_eval, add_replay
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.observe.logs import configure as configure_logs
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
     configure_logs(level, getattr(args, "log_format", "text"))
+    if "config" in args:
+        args.config = _config_path(args.config)
     try:
         code: int = args.run(args)
     except ConfigError as exc:
@@ -100,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--region", help="as a request with X-Guardproxy-Region would see it")
     show.add_argument("--direction", choices=["input", "output"], default="input")
     show.set_defaults(run=_policy_show)
-    for command in (serve, check, classify, show):
+    evaluate, replay = add_eval(commands), add_replay(commands)
+    for command in (serve, check, classify, show, evaluate, replay):
         command.add_argument(
             "--config", type=Path, help="default: ./guardproxy.yaml, else built-in"
         )

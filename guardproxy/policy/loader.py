@@ -284,3 +284,21 @@ def _hint(name: str, custom: set[str]) -> str:
     if close:
         return f" (did you mean {close[0]!r}?)"
     return " (a name the guard returns that the proxy does not know goes in extra_categories)"
+
+
+def load_candidate(settings: Settings, env: dict[str, str], path: Path) -> TenantPolicy:
+    """A tenant policy file outside the live set (`replay --policy`, `eval --policy`): read
+    beside the policies folder, so it may `extends` a live tenant, and checked the same way."""
+    folder = settings.policies_dir()
+    problems = Problems()
+    regions = _load_regions(folder / REGIONS_FOLDER, env, problems)
+    documents = _read_all(folder.glob("*.yaml"), env, problems)
+    stem = f"__candidate__{path.stem}"
+    documents[stem] = read_yaml(path, env)
+    loaded = problems.catching(_load_tenant, stem, documents)
+    if loaded is not None:
+        problems.extend(_cross_check(settings, [loaded], regions))
+    if problems:
+        raise InvalidConfig(problems)
+    policy: TenantPolicy = loaded[0]
+    return policy

@@ -1,0 +1,119 @@
+"""The `eval` and `replay` commands, behind the CLI's argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from guardproxy.config import Settings, load_settings
+from guardproxy.errors import ConfigError
+from guardproxy.lifecycle import replay, report
+from guardproxy.lifecycle.datasets import LAYOUTS, load_examples
+from guardproxy.lifecycle.evaluate import EvalRun, compare, delta_markdown, evaluate, judge_all
+from guardproxy.policy.loader import load_candidate, load_policies
+from guardproxy.policy.model import PolicySet, TenantPolicy
+
+
+def add_eval(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser("eval", help="score a tenant's policy on a labelled set")
+    parser.add_argument("data", help="a .jsonl, .csv or .parquet file, or hf:NAME[:SPLIT]")
+    parser.add_argument("--tenant", required=True)
+    other = parser.add_mutually_exclusive_group()
+    other.add_argument("--against", metavar="TENANT", help="compare with another tenant")
+    other.add_argument("--policy", type=Path, help="compare with a candidate policy file")
+    parser.add_argument("--out", type=Path, default=Path("eval-report"))
+    parser.add_argument("--format", choices=["auto", *LAYOUTS], default="auto")
+    parser.add_argument("--limit", type=int, help="only the first N examples")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--cache", type=Path, help="the verdict file (default OUT/verdicts.jsonl)")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=run_eval)
+    return parser
+
+
+def _tenant(policies: PolicySet, name: str) -> TenantPolicy:
+    tenant = policies.tenants.get(name)
+    if tenant is None:
+        known = ", ".join(sorted(policies.tenants))
+        raise ConfigError(f"unknown tenant {name!r}; known: {known}")
+    return tenant
+
+
+def load(config: Path) -> tuple[Settings, PolicySet, dict[str, str]]:
+    env = dict(os.environ)
+    settings = load_settings(config, env)
+    return settings, load_policies(settings, env), env
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    settings, policies, env = load(args.config)
+    examples = load_examples(args.data, args.format, args.limit)
+    cache = args.cache or args.out / "verdicts.jsonl"
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = EvalRun(settings, policies, args.concurrency, cache, not args.no_progress)
+    runs = {args.tenant: _tenant(policies, args.tenant)}
+    if args.against:
+        runs[args.against] = _tenant(policies, args.against)
+    elif args.policy:
+        runs[args.policy.stem] = load_candidate(settings, env, args.policy)
+    reports = {}
+    for label, tenant in runs.items():
+        outcomes = asyncio.run(judge_all(run, tenant, examples, label))
+        reports[label] = evaluate(examples, outcomes)
+        folder = args.out if len(runs) == 1 else args.out / label
+        report.write(reports[label], folder, f"{label} on {args.data}")
+        print(report.markdown(reports[label], f"{label} on {args.data}"))
+    if len(runs) == 2:
+        (before, first), (after, second) = reports.items()
+        delta = compare(first, second)
+        (args.out / "compare.json").write_text(json.dumps(delta, indent=2) + "\n")
+        table = delta_markdown(delta, before, after)
+        (args.out / "compare.md").write_text(table)
+        print(table)
+    return 0
+
+
+def add_replay(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser("replay", help="judge stored traffic under a candidate policy")
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument("--policy", type=Path, required=True, help="a tenant policy file")
+    parser.add_argument("--since", help="ISO time (UTC unless it says otherwise)")
+    parser.add_argument("--until", help="ISO time, exclusive")
+    parser.add_argument("--out", type=Path, default=Path("replay-diff.json"))
+    parser.add_argument("--state", type=Path, help="progress, for resuming (default OUT.state)")
+    parser.add_argument("--trail", type=Path, help="a JSON-lines trail instead of the config's")
+    parser.add_argument("--max-rps", type=float, help="guard calls per second, at most")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(run=run_replay)
+    return parser
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    settings, policies, env = load(args.config)
+    _tenant(policies, args.tenant)
+    candidate = load_candidate(settings, env, args.policy)
+    stored = replay.load_exchanges(settings, args.tenant, args.trail)
+    exchanges = replay.in_window(stored, args.since, args.until)
+    state = args.state or args.out.with_name(args.out.name + ".state")
+    run = replay.ReplayRun(
+        settings, policies, candidate, state, args.max_rps, args.concurrency, not args.no_progress
+    )
+    try:
+        done = asyncio.run(replay.replay(run, exchanges))
+    except KeyboardInterrupt:
+        print(f"interrupted; progress is in {state}: run the same command to resume")
+        return 130
+    ids = {e.request_id for e in exchanges}
+    result = replay.diff([entry for rid, entry in done.items() if rid in ids])
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    print(replay.summary(result))
+    print(f"{len(exchanges)} exchanges judged again; the full diff is in {args.out}")
+    return 0

@@ -1,0 +1,90 @@
+"""`guardproxy eval DATA --tenant T [--against T2 | --policy NEW.yaml]`: a labelled set through
+a tenant's real policy and guard, scored; with a second policy, the two side by side."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from guardproxy.config import Settings
+from guardproxy.errors import GuardproxyError
+from guardproxy.lifecycle import report
+from guardproxy.lifecycle.datasets import Example
+from guardproxy.lifecycle.judge import Judge, Outcome
+from guardproxy.lifecycle.scores import score
+from guardproxy.lifecycle.verdicts import VerdictFile
+from guardproxy.media.fetch import ImageFetcher
+from guardproxy.policy.model import PolicySet, TenantPolicy
+
+DELTA_COLUMNS = ("precision", "recall", "f1", "fpr")
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    settings: Settings
+    policies: PolicySet
+    concurrency: int = 8
+    cache: Path | None = None  # the verdict file; None: judge everything again
+    progress: bool = True
+
+
+async def judge_all(
+    run: EvalRun, tenant: TenantPolicy, examples: Sequence[Example], label: str
+) -> list[Outcome]:
+    """Every example, at most `concurrency` at a time, in the input's order."""
+    limit = asyncio.Semaphore(run.concurrency)
+    verdicts = VerdictFile(run.cache)
+    bar = tqdm(total=len(examples), desc=label, unit="ex", disable=not run.progress)
+    try:
+        async with httpx.AsyncClient() as client, ImageFetcher() as fetcher:
+            judge = Judge(run.settings, run.policies, tenant, client, fetcher, verdicts)
+
+            async def one(example: Example) -> Outcome:
+                async with limit:
+                    try:
+                        outcome = await judge.judge(example.prompt, example.response, example.image)
+                    except GuardproxyError as exc:  # a bad image, say: counted, not fatal
+                        outcome = Outcome("error", (), None, 0, str(exc))
+                bar.update()
+                return outcome
+
+            return list(await asyncio.gather(*(one(e) for e in examples)))
+    finally:
+        bar.close()
+        verdicts.close()
+
+
+def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    overall, per_category = score(examples, outcomes)
+    latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None and o.fresh]
+    calls = sum(o.fresh for o in outcomes)
+    errors = sum(o.error is not None for o in outcomes)
+    return report.build(overall, per_category, latencies, calls, errors)
+
+
+def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Per row (overall, then each category either run has), each score's change."""
+    rows = {"overall": (before["overall"], after["overall"])}
+    for name in sorted({*before["per_category"], *after["per_category"]}):
+        empty = dict.fromkeys(DELTA_COLUMNS, 0.0)
+        rows[name] = (
+            before["per_category"].get(name, empty),
+            after["per_category"].get(name, empty),
+        )
+    return {
+        name: {c: round(b2[c] - b1[c], 4) for c in DELTA_COLUMNS} for name, (b1, b2) in rows.items()
+    }
+
+
+def delta_markdown(delta: dict[str, Any], before: str, after: str) -> str:
+    lines = [f"# {after} against {before}", "", "| | Δ precision | Δ recall | Δ F1 | Δ FPR |"]
+    lines.append("|---|---|---|---|---|")
+    for name, row in delta.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:+.4f}" for c in DELTA_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"

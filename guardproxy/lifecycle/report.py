@@ -1,0 +1,102 @@
+"""`guardproxy eval`'s report: report.json, report.md and, with matplotlib (the `eval` extra),
+a confusion matrix and per-category F1 bars as PNG."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from guardproxy.lifecycle.scores import Confusion
+
+logger = logging.getLogger(__name__)
+COLUMNS = ("n", "precision", "recall", "f1", "fpr")
+
+
+def build(
+    overall: Confusion,
+    per_category: dict[str, Confusion],
+    latencies: list[float],
+    guard_calls: int,
+    errors: int,
+) -> dict[str, Any]:
+    return {
+        "overall": overall.view() | {"errors": errors},
+        "per_category": {name: c.view() for name, c in per_category.items()},
+        "latency_ms": _percentiles(latencies),
+        "guard_calls": guard_calls,
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float | None]:
+    ordered = sorted(values)
+
+    def at(q: float) -> float | None:
+        if not ordered:
+            return None
+        return round(ordered[min(int(q * len(ordered)), len(ordered) - 1)], 2)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "n": len(ordered)}
+
+
+def markdown(report: dict[str, Any], title: str) -> str:
+    lines = [f"# {title}", "", "| | " + " | ".join(COLUMNS) + " |", "|---" * 6 + "|"]
+    rows = {"overall": report["overall"], **report["per_category"]}
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+    latency = report["latency_ms"]
+    lines += [
+        "",
+        f"Guard calls: {report['guard_calls']}. Errors (not scored): "
+        f"{report['overall']['errors']}. Latency p50 {latency['p50']} ms, "
+        f"p90 {latency['p90']} ms, p99 {latency['p99']} ms.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict[str, Any], folder: Path, title: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (folder / "report.md").write_text(markdown(report, title))
+    written = [folder / "report.json", folder / "report.md"]
+    try:
+        written += plots(report, folder)
+    except ImportError:
+        logger.warning("no plots: matplotlib is not installed (pip install 'guardproxy[eval]')")
+    return written
+
+
+def plots(report: dict[str, Any], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    o = report["overall"]
+    figure, axes = plt.subplots(figsize=(4, 3.5))
+    cells = [[o["tn"], o["fp"]], [o["fn"], o["tp"]]]
+    axes.imshow(cells, cmap="Blues")
+    for row in range(2):
+        for column in range(2):
+            axes.text(column, row, str(cells[row][column]), ha="center", va="center")
+    axes.set_xticks([0, 1], ["allowed", "blocked"])
+    axes.set_yticks([0, 1], ["safe", "unsafe"])
+    axes.set_xlabel("policy")
+    axes.set_ylabel("label")
+    axes.set_title("Confusion matrix")
+    figure.tight_layout()
+    figure.savefig(folder / "confusion.png", dpi=120)
+    plt.close(figure)
+
+    names = list(report["per_category"])
+    figure, axes = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
+    axes.barh(names, [report["per_category"][n]["f1"] for n in names], color="#0072B2")
+    axes.set_xlim(0, 1)
+    axes.set_xlabel("F1")
+    axes.set_title("F1 per category")
+    axes.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(folder / "f1_per_category.png", dpi=120)
+    plt.close(figure)
+    return [folder / "confusion.png", folder / "f1_per_category.png"]
