@@ -39,6 +39,7 @@ from guardproxy.guards.cache import VerdictCache, build_cache
 from guardproxy.guards.client import HttpGuard, build_guard
 from guardproxy.health import probe_all
 from guardproxy.httpclient import http_client
+from guardproxy.lifecycle.shadow import ShadowRoute, ShadowRunner
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.exchange import Exchange
@@ -76,6 +77,7 @@ class Runtime:
     fetcher: ImageFetcher
     metrics: Metrics
     tracing: Tracing = NO_TRACING
+    shadows: ShadowRunner | None = None
     reload_error: str | None = None
 
     def route_for(self, tenant: TenantPolicy) -> Route:
@@ -127,7 +129,12 @@ def create_app(
             cache = build_cache(settings.cache)
             tracing = build_tracing(settings.tracing, tracer_provider)
             observed = (metrics, tracing)
-            app.state.runtime = _runtime(settings, policies, sink, cache, observed, *clients)
+            shadows = ShadowRunner(
+                sink.write, metrics.shadow_check, settings.shadow_checks.max_in_flight
+            )
+            app.state.runtime = replace(
+                _runtime(settings, policies, sink, cache, observed, *clients), shadows=shadows
+            )
             metrics.watch(lambda: _live_state(app, cache))
             side = settings.metrics
             stop_metrics = metrics.serve(side.host, side.port) if side.port else None
@@ -138,6 +145,7 @@ def create_app(
                 try:
                     yield
                 finally:
+                    await shadows.aclose()
                     await sink.aclose()
                     tracing.shutdown()
                     if cache is not None:
@@ -238,9 +246,17 @@ def _routes(
             build_profiles(tenant, policies.regions),
             Masker.for_policy(tenant.redaction, enforced=tenant.mode == "enforce"),
             tracing,
+            _shadow_route(policies, name, guards),
         )
         for name, tenant in policies.tenants.items()
     }
+
+
+def _shadow_route(policies: PolicySet, name: str, guards: dict[str, Guard]) -> ShadowRoute | None:
+    shadow = policies.shadows.get(name)
+    if shadow is None:
+        return None
+    return ShadowRoute.of(policies.tenants[name], shadow, guards[shadow.guard], policies.regions)
 
 
 def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
@@ -339,6 +355,17 @@ async def _audit(runtime: Runtime, exchange: Exchange, span: Any = None) -> None
     runtime.audit.write(record)
     runtime.metrics.record(record, exchange.upstream)
     runtime.tracing.end_request(span, exchange)
+    _shadow(runtime, exchange, record["action"])
+
+
+def _shadow(runtime: Runtime, exchange: Exchange, live: str) -> None:
+    """The tenant's shadow policy on what was judged, after the response."""
+    judged, route = exchange.judged, runtime.routes.get(exchange.tenant or "")
+    if judged is None or route is None or route.shadow is None or runtime.shadows is None:
+        return
+    if judged.answers is None and exchange.moderation is not None and exchange.moderation.answer:
+        judged.answers = [exchange.moderation.answer]
+    runtime.shadows.submit(route.shadow, exchange.request_id, judged, live)
 
 
 async def list_models(request: Request) -> Response:

@@ -239,6 +239,12 @@ class AdminSettings(Frozen):
         return checked_keys(keys, "an admin key")
 
 
+class ShadowSettings(Frozen):
+    """Shadow policies (a tenant's `shadow:`) are judged after the response, off its path."""
+
+    max_in_flight: int = Field(default=32, ge=1)  # beyond: dropped and counted
+
+
 class Settings(Frozen):
     guards: dict[str, GuardSettings] = Field(min_length=1)
     upstreams: dict[str, UpstreamSettings] = Field(min_length=1)
@@ -248,6 +254,7 @@ class Settings(Frozen):
     metrics: MetricsSettings = MetricsSettings()
     admin: AdminSettings = AdminSettings()
     tracing: TracingSettings = TracingSettings()
+    shadow_checks: ShadowSettings = ShadowSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
     # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
     # httpx's own httpcore.

@@ -39,6 +39,7 @@ from guardproxy.errors import (
     RequestError,
     UpstreamError,
 )
+from guardproxy.lifecycle.shadow import Judged, ShadowRoute
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
@@ -69,6 +70,7 @@ class Route:
     profiles: dict[str, Profile]
     masker: Masker
     tracing: Tracing = NO_TRACING
+    shadow: ShadowRoute | None = None
 
     def profile(self, region: str | None) -> Profile:
         return select_profile(self.profiles, region)
@@ -94,6 +96,10 @@ async def handle_chat(
         image = bool(media.guard_images())
         exchange.content = ContentCapture(tenant.audit_content, route.masker, request.prompt, image)
     forwarded = media.forwarded(request, tenant.images.forward)
+    if route.shadow is not None:
+        turns = request.turns(route.shadow.tenant.input.judge_system)
+        images, context = media.guard_images(), media.context_image()
+        exchange.judged = Judged(request.prompt, turns, images, context, region)
     return await ChatFlow(route, profile, forwarded, headers, exchange, media).run()
 
 
@@ -375,6 +381,8 @@ class ChatFlow:
     def _capture(self, answers: list[str]) -> None:
         if self.exchange.content is not None:
             self.exchange.content.response = "\n\n".join(answers)
+        if self.exchange.judged is not None:
+            self.exchange.judged.answers = answers
 
     def _count_redactions(self, direction: str, found: int) -> None:
         if found:

@@ -189,7 +189,7 @@ class AdminSite:
         row = await self._row(request)
         if row is None:
             return JSONResponse({"error": {"message": "No such decision."}}, 404)
-        return JSONResponse({**row["record"], "content": row["content"]})
+        return JSONResponse({**row["record"], "content": row["content"], "shadow": row["shadow"]})
 
     async def _row(self, request: Request) -> dict[str, Any] | None:
         if self.store is None:

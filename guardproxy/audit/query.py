@@ -71,7 +71,7 @@ async def list_decisions(
     engine: AsyncEngine, where: DecisionFilter, page: int = 1, size: int = PAGE_SIZE
 ) -> Page:
     page = max(page, 1)
-    columns = [c for c in decisions.c if c.name not in ("record", "content")]
+    columns = [c for c in decisions.c if c.name not in ("record", "content", "shadow")]
     query = where.apply(select(*columns)).order_by(decisions.c.time.desc(), decisions.c.id.desc())
     count = where.apply(select(func.count()).select_from(decisions))
     async with engine.connect() as connection:

@@ -44,6 +44,7 @@ decisions = Table(
     Column("total_ms", Float),
     Column("record", JSON, nullable=False),
     Column("content", JSON),  # only where the tenant opted in (audit_content)
+    Column("shadow", JSON),  # the tenant's shadow policy's decision, written after the live one
     Index("ix_decisions_time", "time"),
     Index("ix_decisions_tenant_time", "tenant", "time"),
     Index("ix_decisions_action_time", "action", "time"),

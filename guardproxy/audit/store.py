@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, delete, event, insert, select
+from sqlalchemy import Connection, delete, event, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -178,12 +178,20 @@ class DatabaseSink:
                 await self._insert([record])
 
     async def _insert_batch(self, records: list[dict[str, Any]]) -> None:
-        rows = [decision_row(record) for record in records]
-        categories = [c for record in records for c in category_rows(record)]
+        live = [r for r in records if r.get("kind") != "shadow"]
+        rows = [decision_row(record) for record in live]
+        categories = [c for record in live for c in category_rows(record)]
         async with self.engine.begin() as connection:
-            await connection.execute(insert(decisions), rows)
+            if rows:
+                await connection.execute(insert(decisions), rows)
             if categories:
                 await connection.execute(insert(decision_categories), categories)
+            for shadow in (r for r in records if r.get("kind") == "shadow"):
+                # Queued after its live record, so that row exists by now.
+                match = decisions.c.request_id == shadow["request_id"]
+                await connection.execute(
+                    update(decisions).where(match).values(shadow=shadow["shadow"])
+                )
 
     def _lose(self, records: list[dict[str, Any]], reason: str) -> None:
         for record in records:  # the trail's content stays out of the log

@@ -77,9 +77,12 @@ def plots(report: dict[str, Any], folder: Path) -> list[Path]:
     figure, axes = plt.subplots(figsize=(4, 3.5))
     cells = [[o["tn"], o["fp"]], [o["fn"], o["tp"]]]
     axes.imshow(cells, cmap="Blues")
+    darkest = max(max(row) for row in cells)
     for row in range(2):
         for column in range(2):
-            axes.text(column, row, str(cells[row][column]), ha="center", va="center")
+            value = cells[row][column]
+            colour = "white" if darkest and value > darkest / 2 else "black"
+            axes.text(column, row, str(value), ha="center", va="center", color=colour)
     axes.set_xticks([0, 1], ["allowed", "blocked"])
     axes.set_yticks([0, 1], ["safe", "unsafe"])
     axes.set_xlabel("policy")

@@ -12,6 +12,7 @@ from guardproxy.checks import SKIPPED, CheckResult, CheckStatus
 
 if TYPE_CHECKING:
     from guardproxy.audit.content import ContentCapture
+    from guardproxy.lifecycle.shadow import Judged
     from guardproxy.moderation import ModerationStats
 
 
@@ -45,6 +46,7 @@ class Exchange:
     content: ContentCapture | None = None  # the judged text, where the tenant opted in
     monitor: bool = False  # the tenant's `mode: monitor`: nothing is enforced
     would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
+    judged: Judged | None = None  # what the live checks judged, for a shadow policy
 
     def headers(self) -> dict[str, str]:
         return {

@@ -84,6 +84,11 @@ class Metrics:
             "Blocks a monitored tenant would have had (not enforced), by direction and category.",
             ["tenant", "direction", "category"], registry=registry,
         )  # fmt: skip
+        self.shadow_checks = Counter(
+            "guardproxy_shadow_checks_total",
+            "Shadow-policy judgements after the response: judged, dropped (load) or error.",
+            ["tenant", "result"], registry=registry,
+        )  # fmt: skip
         self.audit_dropped = Counter(
             "guardproxy_audit_dropped_total", "Audit records the database did not take.",
             ["sink", "reason"], registry=registry,
@@ -129,6 +134,9 @@ class Metrics:
         cut = record.get("action") == "block" and output.get("status") == "unsafe"
         if record.get("stream") and cut and record.get("first_byte_ms") is not None:
             self.cutoffs.labels(tenant).inc()
+
+    def shadow_check(self, tenant: str, result: str) -> None:
+        self.shadow_checks.labels(tenant, result).inc()
 
     def audit_lost(self, reason: str, records: int) -> None:
         self.audit_dropped.labels("database", reason).inc(records)

@@ -68,8 +68,19 @@ def load_policies(settings: Settings, env: dict[str, str]) -> PolicySet:
         raise InvalidConfig(problems)
     if not tenants:
         raise ConfigError("no tenant policies (*.yaml) found", str(folder))
+    shadows = {
+        policy.tenant: shadow
+        for policy, doc in tenants
+        if policy.shadow
+        and (shadow := problems.catching(_load_shadow, policy, doc, documents)) is not None
+    }
+    problems.extend(_cross_check(settings, [(s, d) for s, d in shadows.values()], regions))
+    if problems:
+        raise InvalidConfig(problems)
     by_key = {digest: policy for policy, _ in tenants for digest in policy.key_digests()}
-    return PolicySet({p.tenant: p for p, _ in tenants}, by_key, {r.region: r for r in regions})
+    packs = {r.region: r for r in regions}
+    tenant_set = {p.tenant: p for p, _ in tenants}
+    return PolicySet(tenant_set, by_key, packs, {t: s for t, (s, _) in shadows.items()})
 
 
 def _read_all(
@@ -84,6 +95,24 @@ def _load_tenant(
 ) -> tuple[TenantPolicy, YamlDocument]:
     merged = _resolve(stem, documents, ())
     return load_model(TenantPolicy, merged), merged
+
+
+def _load_shadow(
+    tenant: TenantPolicy, merged: YamlDocument, documents: dict[str, YamlDocument]
+) -> tuple[TenantPolicy, YamlDocument]:
+    """The tenant's `shadow: NAME`: `_NAME.yaml` (or NAME.yaml for a NAME starting with "_")
+    merged over the tenant, as `extends` would."""
+    name = tenant.shadow or ""
+    stem = name if name.startswith("_") else f"_{name}"
+    if stem not in documents:
+        raise merged.error(("shadow",), f"shadow: no policy file {stem}.yaml")
+    top = documents[stem]
+    if not isinstance(top.data, dict):
+        raise top.error((), "a policy file must be a mapping")
+    shadow = top.merged_over(merged)
+    data = {k: v for k, v in shadow.data.items() if k not in ("shadow", "extends")}
+    shadow = YamlDocument(data, shadow.file, shadow.lines, shadow.files)
+    return load_model(TenantPolicy, shadow), shadow
 
 
 def _resolve(stem: str, documents: dict[str, YamlDocument], chain: tuple[str, ...]) -> YamlDocument:

@@ -142,6 +142,9 @@ class TenantPolicy(Frozen):
     # monitor: every check runs and is recorded with the action it would have had, but
     # nothing is blocked, redacted or failed.
     mode: Literal["enforce", "monitor"] = "enforce"
+    # A policy judged beside this one after each response, never enforced: `_NAME.yaml` in
+    # the policies folder (or NAME.yaml if NAME starts with "_"), merged over this tenant.
+    shadow: str | None = None
     redaction: RedactionPolicy = RedactionPolicy()
     images: ImagesSettings = ImagesSettings()
     video: VideoSettings = VideoSettings()
@@ -186,6 +189,7 @@ class PolicySet:
     tenants: dict[str, TenantPolicy]
     by_key: dict[bytes, TenantPolicy]
     regions: dict[str, RegionPack] = field(default_factory=dict)
+    shadows: dict[str, TenantPolicy] = field(default_factory=dict)  # tenant -> its shadow
 
     def authenticate(self, authorization: str | None) -> TenantPolicy:
         token = _bearer_token(authorization)

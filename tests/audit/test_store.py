@@ -80,7 +80,7 @@ async def test_schema_is_at_alembic_head_in_wal_mode_with_the_reviewers_indexes(
     await migrate(sink.engine)  # a second run is a no-op
     async with sink.engine.connect() as connection:
         version = await connection.execute(text("SELECT version_num FROM alembic_version"))
-        assert version.scalar_one() == "0001"
+        assert version.scalar_one() == "0002"
         mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
         indexes = await connection.run_sync(
             lambda sync: {i["name"] for i in inspect(sync).get_indexes("decisions")}
@@ -190,3 +190,34 @@ async def test_filters_and_paging_answer_the_reviewers_questions(tmp_path: Path)
     )
     assert series.counts == {"Violence": [14, 15, 1]}  # n = 64..116, 4..60, 0
     await sink.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_trail_made_at_revision_0001_is_upgraded_in_place(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from guardproxy.audit.store import MIGRATIONS
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+
+    def to_first(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(to_first)
+        await connection.execute(
+            text(
+                "INSERT INTO decisions (request_id, time, api, stream, action, input_status,"
+                " output_status, record) VALUES ('old', '2026-11-01 00:00:00', 'responses', 0,"
+                " 'allow', 'safe', 'safe', '{}')"
+            )
+        )
+    await migrate(engine)
+    found = await get_decision(engine, "old")
+    assert found is not None
+    assert (found["api"], found["shadow"]) == ("responses", None)
+    await engine.dispose()

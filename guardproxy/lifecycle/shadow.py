@@ -1,0 +1,132 @@
+"""Shadow policies: a tenant's `shadow:` judged on the same exchange after the response, its
+decision recorded next to the live one, never enforced and never in the client's path.
+
+The live pipeline keeps what it judged (`Judged`) on the exchange; once the live record is
+written, `ShadowRunner.submit` starts the shadow's checks in the background. Past
+`max_in_flight` a shadow check is dropped and counted, so load never queues behind it. Guard
+calls whose bodies equal the live ones are answered by the verdict cache, not the guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from guardproxy.api.conversation import Turn
+from guardproxy.checks import (
+    SKIPPED,
+    CheckResult,
+    Guard,
+    conversation_checks,
+    output_checks,
+    run_checks,
+)
+from guardproxy.decision import Action, decide
+from guardproxy.media.request import GuardImage
+from guardproxy.policy.model import RegionPack, TenantPolicy
+from guardproxy.policy.profile import Profile, build_profiles, select_profile
+
+logger = logging.getLogger(__name__)
+
+ENFORCED = (Action.BLOCK, Action.FAIL)
+
+
+@dataclass
+class Judged:
+    """What the live checks judged, kept for the shadow."""
+
+    prompt: str
+    turns: Sequence[Turn]
+    images: list[GuardImage]
+    context_image: str | None
+    region: str | None
+    answers: list[str] | None = None  # set once the answer is known
+
+
+@dataclass(frozen=True)
+class ShadowRoute:
+    name: str
+    tenant: TenantPolicy
+    guard: Guard
+    profiles: dict[str, Profile]
+
+    @classmethod
+    def of(
+        cls, live: TenantPolicy, shadow: TenantPolicy, guard: Guard, packs: dict[str, RegionPack]
+    ) -> ShadowRoute:
+        return cls(live.shadow or "", shadow, guard, build_profiles(shadow, packs))
+
+
+Record = Callable[[dict[str, Any]], None]
+Count = Callable[[str, str], None]  # (tenant, result)
+
+
+class ShadowRunner:
+    def __init__(self, record: Record, count: Count, max_in_flight: int = 32) -> None:
+        self._record, self._count, self._max = record, count, max_in_flight
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, route: ShadowRoute, request_id: str, judged: Judged, live: str) -> None:
+        tenant = route.tenant.tenant
+        if len(self._tasks) >= self._max:
+            self._count(tenant, "dropped")
+            return
+        task = asyncio.get_running_loop().create_task(self._run(route, request_id, judged, live))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        """Let the shadow checks in flight finish (their records are queued before the sinks
+        close)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run(self, route: ShadowRoute, request_id: str, judged: Judged, live: str) -> None:
+        try:
+            shadow = await judge_shadow(route, judged)
+        except Exception:  # a shadow must never take anything down; counted and logged
+            logger.exception(
+                "the shadow policy of %s failed on %s", route.tenant.tenant, request_id
+            )
+            self._count(route.tenant.tenant, "error")
+            return
+        shadow |= {"policy": route.name, "live_action": live}
+        self._record(
+            {
+                "kind": "shadow",
+                "request_id": request_id,
+                "tenant": route.tenant.tenant,
+                "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "shadow": shadow,
+            }
+        )
+        self._count(route.tenant.tenant, "judged")
+
+
+async def judge_shadow(route: ShadowRoute, judged: Judged) -> dict[str, Any]:
+    tenant = route.tenant
+    profile = select_profile(route.profiles, judged.region)
+    verdicts: dict[str, CheckResult] = {"input": SKIPPED, "output": SKIPPED}
+    actions: dict[str, Action] = {}
+    if tenant.input.enabled:
+        checks, labels = conversation_checks(
+            judged.prompt, judged.images, judged.turns, profile.input
+        )
+        verdicts["input"] = await run_checks(route.guard, checks, labels)
+        actions["input"] = decide(verdicts["input"], tenant, profile.input)
+    if tenant.output.enabled and judged.answers and actions.get("input") not in ENFORCED:
+        checks = output_checks(judged.prompt, judged.context_image, judged.answers, profile.output)
+        verdicts["output"] = await run_checks(route.guard, checks)
+        actions["output"] = decide(verdicts["output"], tenant, profile.output)
+    action = max(actions.values(), key=SEVERITY.index, default=Action.ALLOW)
+    return {
+        "action": action.value,
+        **{d: r.summary(reasoning=True, detail=True) for d, r in verdicts.items()},
+    }
+
+
+SEVERITY = (Action.ALLOW, Action.FLAG, Action.REDACT, Action.BLOCK, Action.FAIL)
