@@ -15,11 +15,13 @@ Public layouts, detected from their columns (or named with `--format`):
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
+import mimetypes
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,22 @@ def load_examples(source: str, layout: str = "auto", limit: int | None = None) -
         raise ConfigError("the labelled set has no rows", source)
     adapt = LAYOUTS[detect(rows[0]) if layout == "auto" else layout]
     examples = [adapt(row, n) for n, row in enumerate(rows)]
-    return examples[:limit] if limit else examples
+    examples = examples[:limit] if limit else examples
+    folder = Path(source).parent if not source.startswith("hf:") else Path()
+    return [_with_image_file(e, folder) for e in examples]
+
+
+def _with_image_file(example: Example, folder: Path) -> Example:
+    """An `image` that is a file path (relative to the set's file) becomes a data: URL."""
+    image = example.image
+    if image is None or image.startswith(("http://", "https://", "data:")):
+        return example
+    path = folder / image
+    if not path.is_file():
+        raise ConfigError(f"row {example.id}: no image file {image!r}")
+    mime = mimetypes.guess_type(path.name)[0] or "image/png"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return replace(example, image=f"data:{mime};base64,{data}")
 
 
 def detect(row: Row) -> str:
