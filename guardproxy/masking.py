@@ -6,8 +6,9 @@ Detection itself lives in `guardproxy.redaction`; this module decides what is ma
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from guardproxy.api.chat import TEXT_FIELDS
@@ -15,6 +16,7 @@ from guardproxy.api.conversation import Conversation, Location
 from guardproxy.api.sse import DONE, SSEEvent, choices_of, chunk_of, encode_event, index_of
 from guardproxy.policy.model import RedactionPolicy
 from guardproxy.redaction import CATEGORY_DETECTORS, DETECTORS, Redactor, StreamRedactor
+from guardproxy.redaction.redactor import CountingRedactor
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,10 @@ class Masker:
             *(w.name for w in policy.words),
         }
         return cls(redactor, frozenset(names) if enforced else frozenset())
+
+    def counting(self, tally: Counter[str]) -> Masker:
+        """This masker for one request and direction: each masked span is counted by type."""
+        return replace(self, redactor=CountingRedactor(self.redactor, tally))
 
     def types_for(self, categories: Collection[str]) -> frozenset[str]:
         """The always-on detectors plus those that belong to `categories` (e.g. PII/Privacy)."""

@@ -118,7 +118,7 @@ class ChatFlow:
         self.route, self.tenant, self.profile = route, route.tenant, profile
         self.request, self.headers, self.exchange = request, headers, exchange
         self.codec = request.codec
-        self.masker = route.masker
+        self.masker = route.masker.counting(exchange.tally("input"))
         self.media = media
         self.stream_codec: StreamCodec = self.codec.stream(request)
 
@@ -127,6 +127,7 @@ class ChatFlow:
         reply = await (self._input_in_parallel() if parallel else self._input_first())
         if isinstance(reply, Response):
             return reply
+        self.masker = self.route.masker.counting(self.exchange.tally("output"))
         if not reply.ok:
             return self._relay_error(reply)
         if not self.request.stream:
@@ -206,7 +207,7 @@ class ChatFlow:
         if not categories or any(c not in CATEGORY_DETECTORS for c in categories):
             return None
         own = frozenset(d for c in categories for d in CATEGORY_DETECTORS[c])
-        if not any(self.masker.mask(text, own)[1] for text in texts):
+        if not any(self.masker.redactor.find(text, own) for text in texts):
             return None
         return self.masker.always | own
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,8 @@ class Exchange:
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # directions whose verdict was `flag`
     redacted: dict[str, int] = field(default_factory=dict)  # direction -> spans masked
+    # direction -> detector type -> spans masked, streams included (for the metrics)
+    redaction_types: dict[str, Counter[str]] = field(default_factory=dict)
     regions: tuple[str, ...] = ()
     expose_reasoning: bool = False
     moderation: ModerationStats | None = None  # a chunked stream's cost
@@ -79,6 +82,9 @@ class Exchange:
         if self.redacted:
             view["redacted"] = dict(self.redacted)
         return view
+
+    def tally(self, direction: str) -> Counter[str]:
+        return self.redaction_types.setdefault(direction, Counter())
 
     def monitored(self, direction: str, action: str) -> None:
         """What a monitored tenant's check would have done; the worst one per direction."""
@@ -127,6 +133,9 @@ class Exchange:
             record["flagged"] = list(self.flags)
         if self.redacted:
             record["redacted"] = dict(self.redacted)
+        masked = {d: dict(c) for d, c in self.redaction_types.items() if c}
+        if masked:
+            record["redaction_types"] = masked
         if self.moderation is not None and self.moderation.checks:
             record["moderation"] = self.moderation.view()
         if self.guard_error_allowed():

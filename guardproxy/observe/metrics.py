@@ -127,9 +127,8 @@ class Metrics:
             if record.get("action") == "block" and check.get("status") == "unsafe":
                 for category in check.get("categories") or ["(none)"]:
                     self.blocks.labels(tenant, direction, category).inc()
-            spans = (record.get("redacted") or {}).get(direction)
-            if spans:
-                self.redactions.labels(tenant, direction, "any").inc(spans)
+            for kind, spans in ((record.get("redaction_types") or {}).get(direction) or {}).items():
+                self.redactions.labels(tenant, direction, kind).inc(spans)
         output = record.get("output") or {}
         cut = record.get("action") == "block" and output.get("status") == "unsafe"
         if record.get("stream") and cut and record.get("first_byte_ms") is not None:

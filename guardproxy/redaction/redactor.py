@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -215,3 +216,20 @@ def _by_key(built: Iterable[tuple[str, Detector]]) -> dict[str, Detector]:
             raise ValueError(f"redaction name {key!r} is used twice")
         detectors[key] = detector
     return detectors
+
+
+class CountingRedactor(Redactor):
+    """A redactor's detectors, counting every span it masks by type into `tally`: one per
+    request and direction, so the metrics can say what was masked (never the text)."""
+
+    def __init__(self, base: Redactor, tally: Counter[str]) -> None:
+        self._detectors = base._detectors
+        self.placeholder = base.placeholder
+        self.tally = tally
+
+    def mask(
+        self, text: str, spans: Iterable[Span], start: int = 0, stop: int | None = None
+    ) -> str:
+        spans = list(spans)
+        self.tally.update(span.type for span in spans)
+        return super().mask(text, spans, start, stop)

@@ -78,7 +78,8 @@ def test_redactions_and_cutoffs_are_counted(start_proxy: ProxyFactory) -> None:
     proxy.upstream.reply = "word " * 40 + f"and here is {UNSAFE} in detail " + "word " * 40
     list(client.chat.completions.create(model="m", messages=ask("Tell me"), stream=True))
     _, samples = scrape(proxy)
-    assert total(samples["guardproxy_redactions_total"], tenant="acme", direction="input") == 2
+    redactions = samples["guardproxy_redactions_total"]
+    assert total(redactions, tenant="acme", direction="input", type="EMAIL") == 2
     assert total(samples["guardproxy_stream_cutoffs_total"], tenant="acme") == 1
     assert total(samples["guardproxy_blocks_total"], direction="output") >= 1
 
@@ -122,3 +123,20 @@ def test_metrics_can_have_a_port_of_their_own(start_proxy: ProxyFactory) -> None
 
 def side_metrics(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text
+
+
+def test_redactions_in_a_stream_are_counted_by_type(start_proxy: ProxyFactory) -> None:
+    proxy = start_proxy(redaction={"detectors": ["email", "phone"]})
+    proxy.upstream.reply = "Write to ann@example.com or call +1 415 555 0100 today."
+    client = proxy.client()
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(model="m", messages=ask("Who?"), stream=True)
+        if c.choices
+    )
+    assert "ann@example.com" not in text
+    proxy.record(1)  # the stream's record is written after its last byte
+    _, samples = scrape(proxy)
+    redactions = samples["guardproxy_redactions_total"]
+    assert total(redactions, tenant="acme", direction="output", type="EMAIL") == 1
+    assert total(redactions, tenant="acme", direction="output", type="PHONE") == 1
