@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol
+
+from guardproxy.audit.storable import json_line
 
 fcntl: ModuleType | None
 try:
@@ -22,6 +23,8 @@ except ImportError:  # pragma: no cover - not POSIX
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
+
+Dropped = Callable[[str, int], None]  # (reason, records): counted by the metrics
 
 
 class AuditSink(Protocol):
@@ -37,27 +40,34 @@ class AuditSink(Protocol):
 class JsonlAuditSink:
     """Appends records to a JSON-lines file (or stdout).
 
-    Records are encoded on the event loop (a few microseconds each) and written by a worker
-    thread in batches every FLUSH_INTERVAL_S, so a slow disk never stalls a request and the
-    thread wakes 20 times a second rather than once per request. Every record queued before
-    `aclose()` is written.
+    Each record is encoded on its own on the event loop (a few microseconds) and written by a
+    worker thread in batches every FLUSH_INTERVAL_S, so a slow disk never stalls a request and
+    the thread wakes 20 times a second rather than once per request. A record with no JSON
+    form is dropped alone; every other record queued before `aclose()` is written.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, dropped: Dropped | None = None) -> None:
         self._path = path
-        self._pending: list[str] = []
+        self._dropped = dropped or (lambda reason, n: None)
+        self._pending: list[bytes] = []
         self._file = self._open(path)
         self._flusher: asyncio.Task[None] | None = None
 
     @staticmethod
-    def _open(path: Path | None) -> TextIO:
+    def _open(path: Path | None) -> BinaryIO:
         if path is None:
-            return sys.stdout
+            return sys.stdout.buffer
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a", encoding="utf-8")
+        return path.open("ab")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._pending.append(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        try:
+            line = json_line(record)
+        except (TypeError, ValueError):  # e.g. a key that is not a string, a cycle
+            logger.exception("audit record %r not written (invalid)", record.get("request_id"))
+            self._dropped("invalid", 1)
+            return
+        self._pending.append(line)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -70,28 +80,31 @@ class JsonlAuditSink:
 
     async def _flush_soon(self) -> None:
         # One flusher at a time, looping while records arrive: batches are written in order.
-        while self._pending:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            await asyncio.to_thread(self._write_batch, self._take())
-        self._flusher = None
+        try:
+            while self._pending:
+                await asyncio.sleep(FLUSH_INTERVAL_S)
+                await asyncio.to_thread(self._write_batch, self._take())
+        finally:
+            self._flusher = None
 
-    def _take(self) -> list[str]:
+    def _take(self) -> list[bytes]:
         batch, self._pending = self._pending, []
         return batch
 
-    def _write_batch(self, lines: list[str]) -> None:
+    def _write_batch(self, lines: list[bytes]) -> None:
         if not lines:
             return
         try:
             with _exclusive(self._file if self._path is not None else None):
-                self._file.write("".join(lines))
+                self._file.write(b"".join(lines))
                 self._file.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # a full disk, a closed stream
             logger.exception("%d audit records could not be written", len(lines))
+            self._dropped("error", len(lines))
 
 
 @contextmanager
-def _exclusive(file: TextIO | None) -> Iterator[None]:
+def _exclusive(file: BinaryIO | None) -> Iterator[None]:
     """Hold an exclusive lock on the file while a batch is written: with `--workers N`, N
     processes append to one trail, and a batch larger than one write() must not interleave."""
     if file is None or fcntl is None:

@@ -4,7 +4,9 @@
 what is queued every FLUSH_INTERVAL_S in one transaction, through a driver that works off the
 loop (aiosqlite's thread, asyncpg's protocol). A database that fails (full disk, gone server)
 or a queue past its bound never holds up a request: the record is logged, counted, and the
-request goes on; the JSON-lines trail still has it. `aclose()` writes everything queued.
+request goes on; the JSON-lines trail still has it. A failed batch is retried row by row, so one
+bad record is dropped alone and the writer goes on with the next. `aclose()` writes everything
+queued.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from guardproxy.audit.schema import decision_categories, decisions
+from guardproxy.audit.sinks import Dropped
+from guardproxy.audit.storable import storable
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,9 @@ SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 
-Dropped = Callable[[str, int], None]  # (reason, records): counted by the metrics
+# What a record can raise on its way to a row besides the database's own errors: a missing
+# request id, a time that is no ISO 8601, text the driver cannot encode.
+RECORD_ERRORS = (AttributeError, KeyError, TypeError, ValueError)
 
 
 def async_url(url: str) -> str:
@@ -50,7 +55,8 @@ def async_url(url: str) -> str:
 
 
 def open_engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(async_url(url))
+    # Error messages then name no bound values: the `content` column holds prompts.
+    engine = create_async_engine(async_url(url), hide_parameters=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -155,10 +161,12 @@ class DatabaseSink:
             await asyncio.sleep(interval_s)
 
     async def _flush_soon(self) -> None:
-        while self._pending:
-            await asyncio.sleep(FLUSH_INTERVAL_S)
-            await self._insert(self._take())
-        self._flusher = None
+        try:
+            while self._pending:
+                await asyncio.sleep(FLUSH_INTERVAL_S)
+                await self._insert(self._take())
+        finally:  # whatever happened, the next write starts a flusher again
+            self._flusher = None
 
     def _take(self) -> list[dict[str, Any]]:
         batch, self._pending = self._pending[:BATCH_ROWS], self._pending[BATCH_ROWS:]
@@ -169,15 +177,16 @@ class DatabaseSink:
             return
         try:
             await self._insert_batch(records)
-        except SQLAlchemyError:
+        except (SQLAlchemyError, *RECORD_ERRORS) as exc:
             if len(records) == 1:
                 logger.exception("an audit record could not be stored")
-                self._lose(records, "error")
+                self._lose(records, "error" if isinstance(exc, SQLAlchemyError) else "invalid")
                 return
             for record in records:  # one bad row must not cost the rest of the batch
                 await self._insert([record])
 
     async def _insert_batch(self, records: list[dict[str, Any]]) -> None:
+        records = [storable(record) for record in records]
         live = [r for r in records if r.get("kind") != "shadow"]
         rows = [decision_row(record) for record in live]
         categories = [c for record in live for c in category_rows(record)]
@@ -196,7 +205,7 @@ class DatabaseSink:
     def _lose(self, records: list[dict[str, Any]], reason: str) -> None:
         for record in records:  # the trail's content stays out of the log
             kept = {k: v for k, v in record.items() if k != "content"}
-            logger.error("audit record not stored (%s): %s", reason, json.dumps(kept))
+            logger.error("audit record not stored (%s): %s", reason, json.dumps(kept, default=str))
         self._dropped(reason, len(records))
 
 

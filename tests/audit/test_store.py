@@ -221,3 +221,51 @@ async def test_a_trail_made_at_revision_0001_is_upgraded_in_place(tmp_path: Path
     assert found is not None
     assert (found["api"], found["shadow"]) == ("responses", None)
     await engine.dispose()
+
+
+async def flushed(sink: DatabaseSink) -> None:
+    """Wait for the sink's own flusher to finish what is queued."""
+    assert sink._flusher is not None
+    await sink._flusher
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_is_stored_replaced_and_the_writer_goes_on(tmp_path: Path) -> None:
+    lost: list[tuple[str, int]] = []
+    sink = await open_sink(tmp_path, dropped=lambda reason, n: lost.append((reason, n)))
+    content = {"mode": "full", "prompt": "hi \ud800", "response": "nul\x00"}
+    sink.write(record(1))
+    sink.write(record(2, model="m\udfff", categories=("Vio\ud800lence",), content=content))
+    await flushed(sink)
+    sink.write(record(3))  # after the bad record's batch, a new flusher takes this one
+    await flushed(sink)
+    bad = await get_decision(sink.engine, "req00002")
+    assert bad is not None
+    assert (bad["model"], bad["record"]["model"]) == ("m\ufffd", "m\ufffd")
+    assert bad["content"] == {"mode": "full", "prompt": "hi \ufffd", "response": "nul\ufffd"}
+    assert (await facets(sink.engine))["category"] == ["Vio\ufffdlence"]
+    assert (await list_decisions(sink.engine, DecisionFilter())).total == 3
+    assert lost == []
+    await sink.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_record_that_makes_no_row_is_dropped_alone_and_later_ones_are_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lost: list[tuple[str, int]] = []
+    sink = await open_sink(tmp_path, dropped=lambda reason, n: lost.append((reason, n)))
+    with caplog.at_level(logging.ERROR, "guardproxy.audit.store"):
+        sink.write(record(1))
+        sink.write(record(2, time="not a time", content={"prompt": "private words"}))
+        sink.write(record(3))
+        await flushed(sink)
+        sink.write(record(4))
+        await sink.aclose()
+    engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    page = await list_decisions(engine, DecisionFilter())
+    assert sorted(row["request_id"] for row in page.rows) == ["req00001", "req00003", "req00004"]
+    assert lost == [("invalid", 1)]
+    assert "req00002" in caplog.text
+    assert "private words" not in caplog.text
+    await engine.dispose()
