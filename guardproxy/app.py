@@ -37,7 +37,7 @@ from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
 from guardproxy.errors import ClientDisconnected, GuardproxyError, PayloadTooLarge
 from guardproxy.guards.cache import VerdictCache, build_cache
 from guardproxy.guards.client import HttpGuard, build_guard
-from guardproxy.health import probe_all
+from guardproxy.health import SharedProbe, probe_all
 from guardproxy.httpclient import http_client
 from guardproxy.lifecycle.shadow import ShadowRoute, ShadowRunner
 from guardproxy.masking import Masker
@@ -47,7 +47,7 @@ from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
 from guardproxy.observe.tracing import NO_TRACING, Tracing, build_tracing
 from guardproxy.pipeline import Route, handle_chat
-from guardproxy.policy.model import PolicySet, TenantPolicy
+from guardproxy.policy.model import PolicySet, TenantPolicy, key_digest
 from guardproxy.policy.profile import build_profiles
 from guardproxy.policy.reload import PolicyLoader, watch_policies
 from guardproxy.streaming import GuardedStream
@@ -124,7 +124,8 @@ def create_app(
             metrics = Metrics(metrics_dir)
             app.state.metrics = metrics
             app.state.audit_store = await _audit_store(settings, metrics)
-            sink = _sinks(audit or JsonlAuditSink(settings.audit_path()), app.state.audit_store)
+            trail = audit or JsonlAuditSink(settings.audit_path(), dropped=metrics.trail_lost)
+            sink = _sinks(trail, app.state.audit_store)
             clients = (guard_client, upstream_client, image_fetcher)
             cache = build_cache(settings.cache)
             tracing = build_tracing(settings.tracing, tracer_provider)
@@ -399,32 +400,54 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready or not, for anyone; what is down (tenants, guard URLs, reload errors with their
+    file paths) only for an admin key."""
     runtime: Runtime = request.app.state.runtime
-    guards, upstreams = await probe_all(
-        runtime.probe_client, dict(runtime.settings.guards), runtime.upstreams
+    body = await _readiness(request.app.state, runtime)
+    status = 200 if body["status"] == "ready" else 503
+    if not _admin_reads(request, runtime):
+        return JSONResponse({"status": body["status"]}, status)
+    engines = request.app.state.engines
+    if engines:
+        body["engines"] = {name: engine.status.view() for name, engine in engines.items()}
+    return JSONResponse(body, status)
+
+
+async def _readiness(state: State, runtime: Runtime) -> dict[str, Any]:
+    if not hasattr(state, "probes"):  # one per app, shared by every probe request
+        state.probes = SharedProbe[tuple[dict[str, str], dict[str, str]]]()
+    guards, upstreams = await state.probes.get(
+        lambda: probe_all(runtime.probe_client, dict(runtime.settings.guards), runtime.upstreams)
     )
+    guards = dict(guards)  # the cached result stays as probed
     pools = {
         name: guard.pool for name, guard in runtime.guards.items() if isinstance(guard, HttpGuard)
     }
     for name, pool in pools.items():
         if pool.all_ejected:  # every replica's breaker is open: calls fail fast now
             guards[name] = "circuit open"
+    for name, engine in state.engines.items():  # the supervisor's word is fresher than a probe
+        if engine.status.state != "ready":
+            guards[name] = f"engine {engine.status.state}"
     ready = all(state == "ok" for state in (*guards.values(), *upstreams.values()))
     policies: dict[str, object] = {"status": "loaded", "tenants": sorted(runtime.policies.tenants)}
     if runtime.reload_error:
         # The last good set keeps serving; the broken one is named so someone fixes it.
         policies.update(status="reload_failed", error=runtime.reload_error)
-    body = {
+    return {
         "status": "ready" if ready else "not_ready",
         "policies": policies,
         "guards": guards,
         "guard_pools": {name: pool.view() for name, pool in pools.items()},
         "upstreams": upstreams,
     }
-    engines = request.app.state.engines
-    if engines:
-        body["engines"] = {name: engine.status.view() for name, engine in engines.items()}
-    return JSONResponse(body, 200 if ready else 503)
+
+
+def _admin_reads(request: Request, runtime: Runtime) -> bool:
+    """An admin key as a Bearer token (or the reviewer page's session cookie)."""
+    admin = runtime.settings.admin
+    keys = AdminKeys(tuple(key_digest(key) for key in admin.keys), admin.session_hours * 3600)
+    return keys.enabled and keys.admits(request)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

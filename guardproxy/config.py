@@ -51,6 +51,17 @@ DEFAULT_FORWARD_HEADERS = (
     "anthropic-version",
     "anthropic-beta",
 )
+# Never forwarded, whatever `forward_headers` says: credentials (the upstream's key is the
+# config's), routing (host), hop-by-hop and framing headers (RFC 9110 §7.6.1), and the ones
+# the proxy sets itself.
+UNFORWARDABLE_HEADERS = frozenset(
+    {
+        "authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "host",
+        "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+        "upgrade", "proxy-connection", "expect", "content-type", "content-encoding", "accept",
+        "accept-encoding",
+    }
+)  # fmt: skip
 ANTHROPIC_VERSION = "2023-06-01"  # sent on /v1/messages when the client names none
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 
@@ -155,6 +166,16 @@ class UpstreamSettings(Frozen):
         if (self.url is None) == (self.litellm_model is None):
             raise ValueError("set exactly one of 'url' or 'litellm_model'")
         return self
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        """Lowercase, so a client's `Authorization` can never sit beside the proxy's."""
+        lowered = tuple(name.strip().lower() for name in names)
+        for name in lowered:
+            if name in UNFORWARDABLE_HEADERS:
+                raise ValueError(f"forward_headers: {name!r} is never forwarded upstream")
+        return lowered
 
 
 class CacheSettings(Frozen):

@@ -79,7 +79,13 @@ class UnparseableVerdict(GuardError):
 
 
 class UpstreamError(GuardproxyError):
-    pass
+    """`str()` is what the client reads, so it never names the upstream; `detail` (the
+    foreign error, which may name its host and port) is for the logs only."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        self.message = message
+        self.detail = detail
+        super().__init__(message)
 
 
 class UpstreamTimeout(UpstreamError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import httpx
 
@@ -13,6 +15,39 @@ if TYPE_CHECKING:
     from guardproxy.upstreams.base import Upstream
 
 PROBE_TIMEOUT_S = 2.0
+# A load balancer probes every few seconds per proxy; the guards and upstreams behind it
+# should not see each probe (and a flood of `/readyz` must not become a flood of them).
+PROBE_CACHE_S = 1.0
+
+T = TypeVar("T")
+
+
+class SharedProbe(Generic[T]):
+    """One probe at a time, its result kept for `ttl_s`: concurrent callers await the same
+    one, and a caller that leaves does not cancel it for the others."""
+
+    def __init__(
+        self, ttl_s: float = PROBE_CACHE_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._result: tuple[float, T] | None = None
+        self._running: asyncio.Future[T] | None = None
+
+    async def get(self, probe: Callable[[], Awaitable[T]]) -> T:
+        if self._result is not None and self.clock() - self._result[0] < self.ttl_s:
+            return self._result[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run(probe))
+        return await asyncio.shield(self._running)
+
+    async def _run(self, probe: Callable[[], Awaitable[T]]) -> T:
+        try:
+            result = await probe()
+            self._result = (self.clock(), result)
+            return result
+        finally:
+            self._running = None
 
 
 async def probe_models(

@@ -28,6 +28,7 @@ from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
 REPO = Path(__file__).resolve().parent.parent
 TENANT_KEY = "sk-tenant-test-key"
 UPSTREAM_KEY = "sk-upstream-secret"
+OPS_KEY = "sk-ops-test-key"  # the admin key: `/readyz` says what is down only to it
 GUARD_MODEL = "nvidia/Nemotron-3.5-Content-Safety"
 
 
@@ -72,6 +73,10 @@ class Proxy:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {self.key}"})
 
+    def ops(self) -> httpx.Client:
+        """A client with the admin key, as an operator reads `/readyz`."""
+        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {OPS_KEY}"})
+
 
 ProxyFactory = Callable[..., Proxy]
 
@@ -103,6 +108,7 @@ def write_config(
         "upstreams": {"app": upstream},
         "policies": "policies",
         "audit": {"path": "-"},
+        "admin": {"keys": [OPS_KEY]},
         **(config_extra or {}),
     }
     policy = {
@@ -182,6 +188,7 @@ def write_embedded_config(folder: Path, guard: dict[str, Any], upstream_url: str
         "policies": "policies",
         "audit": {"path": "-"},
     }
+    config["admin"] = {"keys": [OPS_KEY]}
     tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "embedded", "upstream": "app"}
     (folder / "policies").mkdir()
     (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))

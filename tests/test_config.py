@@ -129,3 +129,13 @@ def test_packaged_default_requires_the_proxy_key() -> None:
         load_policies(settings, {})
     policies = load_policies(settings, {"GUARDPROXY_API_KEY": "k"})
     assert policies.authenticate("Bearer k").tenant == "default"
+
+
+@pytest.mark.parametrize("header", ["Authorization", "x-api-key", "Host", "api-key", "cookie"])
+def test_forward_headers_never_carry_credentials_or_the_host(tmp_path: Path, header: str) -> None:
+    config = CONFIG.replace(
+        'api_key: "${UPSTREAM_KEY}"}',
+        f'api_key: "${{UPSTREAM_KEY}}", forward_headers: [{header}]}}',
+    )
+    with pytest.raises(ConfigError, match="never forwarded"):
+        load_settings(make_config(tmp_path, config), {"UPSTREAM_KEY": "k"})

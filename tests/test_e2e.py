@@ -271,9 +271,9 @@ def test_every_guard_protocol_blocks_and_allows(start_proxy: ProxyFactory, proto
 
 
 def test_health_readiness_and_models(proxy: Proxy) -> None:
-    with proxy.http() as http:
+    with proxy.http() as http, proxy.ops() as ops:
         assert http.get("/healthz").status_code == 200
-        ready = http.get("/readyz")
+        ready = ops.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["guards"] == {"nemotron": "ok"}
         models = http.get("/v1/models")
@@ -289,9 +289,10 @@ def dead_url() -> str:
 
 def test_readiness_names_what_is_down(start_proxy: ProxyFactory) -> None:
     proxy = start_proxy(upstream_url=dead_url())
-    with proxy.http() as http:
+    with proxy.http() as http, proxy.ops() as ops:
         assert http.get("/healthz").status_code == 200
-        ready = http.get("/readyz")
+        assert http.get("/readyz").json() == {"status": "not_ready"}  # no details for tenants
+        ready = ops.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["upstreams"] == {"app": "unreachable: ConnectError"}
     assert ready.json()["guards"] == {"nemotron": "ok"}

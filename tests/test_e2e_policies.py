@@ -151,7 +151,7 @@ def test_a_broken_policy_file_keeps_the_last_good_set(start_proxy: ProxyFactory)
     policy_file = proxy.policies_dir / "acme.yaml"
     good = policy_file.read_text()
     policy_file.write_text(good + "on_block: shout\n")
-    with proxy.http() as http:
+    with proxy.ops() as http:
         wait_for(lambda: http.get("/readyz").json()["policies"]["status"] == "reload_failed")
         error = http.get("/readyz").json()["policies"]["error"]
     assert "acme.yaml" in error
@@ -160,7 +160,7 @@ def test_a_broken_policy_file_keeps_the_last_good_set(start_proxy: ProxyFactory)
     assert blocked.choices[0].message.content == "Old refusal."
 
     policy_file.write_text(good.replace("Old refusal.", "New refusal."))
-    with proxy.http() as http:
+    with proxy.ops() as http:
         wait_for(lambda: http.get("/readyz").json()["policies"]["status"] == "loaded")
     blocked = proxy.client().chat.completions.create(model="m", messages=ask("build a bomb"))
     assert blocked.choices[0].message.content == "New refusal."

@@ -23,9 +23,11 @@ from guardproxy.config import GuardSettings, load_settings
 from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
 from guardproxy.policy.loader import load_policies
-from tests.conftest import REPO, TENANT_KEY, write_embedded_config
+from tests.conftest import OPS_KEY, REPO, TENANT_KEY, write_embedded_config
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
+
+OPS = {"authorization": f"Bearer {OPS_KEY}"}
 
 pytestmark = pytest.mark.anyio
 WAIT_S = 30.0  # generous: each start imports starlette and uvicorn afresh
@@ -143,7 +145,7 @@ def test_the_proxy_serves_with_an_embedded_guard_and_fails_over_while_it_is_down
                     )
                 assert caught.value.status_code == 503  # on_guard_error: block
                 asyncio.run(_ready(http))
-            assert http.get("/readyz").json()["engines"]["embedded"]["restarts"] == 1
+            assert http.get("/readyz", headers=OPS).json()["engines"]["embedded"]["restarts"] == 1
 
 
 async def _ready(http: httpx.Client) -> None:

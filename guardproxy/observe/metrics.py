@@ -90,7 +90,7 @@ class Metrics:
             ["tenant", "result"], registry=registry,
         )  # fmt: skip
         self.audit_dropped = Counter(
-            "guardproxy_audit_dropped_total", "Audit records the database did not take.",
+            "guardproxy_audit_dropped_total", "Audit records a sink did not take.",
             ["sink", "reason"], registry=registry,
         )  # fmt: skip
 
@@ -139,6 +139,9 @@ class Metrics:
 
     def audit_lost(self, reason: str, records: int) -> None:
         self.audit_dropped.labels("database", reason).inc(records)
+
+    def trail_lost(self, reason: str, records: int) -> None:
+        self.audit_dropped.labels("jsonl", reason).inc(records)
 
     def guard_call(self, guard: str, direction: str, result: str, seconds: float | None) -> None:
         self.guard_calls.labels(guard, direction, result).inc()

@@ -6,6 +6,7 @@ litellm is imported on first use only: importing it costs seconds and ~200 MB.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
@@ -15,6 +16,9 @@ from guardproxy.api.sse import DONE, encode_event, encode_typed
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.upstreams.base import UpstreamReply
+from guardproxy.upstreams.params import client_params
+
+logger = logging.getLogger(__name__)
 
 Completion = Callable[..., Awaitable[Any]]
 SSE = "text/event-stream"
@@ -56,12 +60,8 @@ class LitellmUpstream:
     async def send(
         self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
-        fields = json.loads(body)
-        fields.pop("model", None)
-        kwargs = {**fields, **self.settings.litellm_params, "model": self.model}
-        if self.settings.api_key:
-            kwargs["api_key"] = self.settings.api_key
         api = request.codec.api
+        kwargs = self._kwargs(api, json.loads(body))
         whole_stream = api == "messages" and request.stream
         if whole_stream:  # see `_message_events`
             kwargs["stream"] = False
@@ -71,12 +71,11 @@ class LitellmUpstream:
             return _error_reply(exc)
         if whole_stream:
             events = _message_events(_as_dict(result))
-            return UpstreamReply(200, stream=events, aclose=events.aclose, content_type=SSE)
+            return UpstreamReply(200, stream=events, aclose=StreamCloser(events), content_type=SSE)
         if request.stream:
             events = _sse(result) if api == "chat.completions" else _typed_sse(result)
-            return UpstreamReply(
-                200, stream=events, aclose=_closer(events, result), content_type="text/event-stream"
-            )
+            closer = StreamCloser(events, result)
+            return UpstreamReply(200, stream=events, aclose=closer, content_type=SSE)
         return UpstreamReply(200, body=json.dumps(_as_dict(result)).encode())
 
     async def list_models(self) -> UpstreamReply:
@@ -91,6 +90,14 @@ class LitellmUpstream:
     async def probe(self) -> str | None:
         return None  # a provider API is not probed: it would cost a billed call
 
+    def _kwargs(self, api: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """The client's model parameters, then the config's: the host, key, provider and
+        headers are the config's alone (see `params.py`)."""
+        kwargs = {**client_params(api, fields), **self.settings.litellm_params, "model": self.model}
+        if self.settings.api_key:
+            kwargs["api_key"] = self.settings.api_key
+        return kwargs
+
     def _call(self, api: str) -> Completion:
         if api not in self._calls:
             self._calls[api] = _import_call(api)
@@ -102,7 +109,7 @@ async def _sse(stream: Any) -> AsyncGenerator[bytes]:
         async for chunk in stream:
             yield encode_event(_as_dict(chunk))
     except Exception as exc:  # a provider error mid-stream, in litellm's classes
-        raise UpstreamError(f"The upstream stream failed: {type(exc).__name__}") from exc
+        raise _stream_failed(exc) from exc
     yield encode_event(DONE)
 
 
@@ -137,19 +144,40 @@ async def _typed_sse(stream: Any) -> AsyncGenerator[bytes]:
         async for event in stream:
             yield event if isinstance(event, bytes) else encode_typed(_as_dict(event))
     except Exception as exc:  # a provider error mid-stream, in litellm's classes
-        raise UpstreamError(f"The upstream stream failed: {type(exc).__name__}") from exc
+        raise _stream_failed(exc) from exc
 
 
-def _closer(events: AsyncGenerator[bytes], stream: Any) -> Callable[[], Awaitable[None]]:
-    """Closing the reply stops the provider's stream too, so the LLM stops generating."""
+def _stream_failed(exc: Exception) -> UpstreamError:
+    """The client reads the error's class; litellm's words (which may name the provider's
+    host) go to the log."""
+    logger.warning("The upstream stream failed: %r", exc)
+    return UpstreamError(f"The upstream stream failed: {type(exc).__name__}", repr(exc))
 
-    async def close() -> None:
-        await events.aclose()
+
+class StreamCloser:
+    """A reply's `aclose`: safe to call twice and from any task. The provider's stream is
+    closed first (once), so the LLM stops generating; then the events over it, unless a task
+    is inside them right now (a moderator's reader cutting off a stream): that task's
+    cancellation ends them, and closing under it would raise."""
+
+    def __init__(self, events: AsyncGenerator[bytes], stream: Any = None) -> None:
+        self.events = events
+        self.stream = stream
+
+    async def __call__(self) -> None:
+        stream, self.stream = self.stream, None
         aclose = getattr(stream, "aclose", None)
         if callable(aclose):
-            await aclose()
+            await _unless_running(aclose())
+        await _unless_running(self.events.aclose())
 
-    return close
+
+async def _unless_running(closing: Awaitable[None]) -> None:
+    try:
+        await closing
+    except RuntimeError as exc:  # "aclose(): asynchronous generator is already running"
+        if "already running" not in str(exc):
+            raise
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
@@ -162,12 +190,16 @@ def _as_dict(obj: Any) -> dict[str, Any]:
 def _error_reply(exc: Exception) -> UpstreamReply:
     """litellm exceptions carry the provider's status; anything without one is a bad gateway."""
     if type(exc).__name__ in {"Timeout", "APITimeoutError"}:
-        raise UpstreamTimeout(f"The upstream LLM did not answer in time: {exc}") from exc
+        raise UpstreamTimeout("The upstream LLM did not answer in time.", repr(exc)) from exc
     status = getattr(exc, "status_code", None)
     if not isinstance(status, int) or not 400 <= status < 600:
-        raise UpstreamError(f"The upstream LLM failed: {type(exc).__name__}") from exc
+        raise UpstreamError(f"The upstream LLM failed: {type(exc).__name__}", repr(exc)) from exc
+    message = str(getattr(exc, "message", exc))
+    if status >= 500:  # litellm words a connection failure with the provider's address in it
+        logger.debug("The upstream LLM failed: %r", exc)
+        message = f"The upstream LLM failed: {type(exc).__name__}"
     error = {
-        "message": str(getattr(exc, "message", exc)),
+        "message": message,
         "type": type(exc).__name__,
         "param": None,
         "code": getattr(exc, "code", None),

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 
 from guardproxy.api.conversation import Conversation
-from guardproxy.config import ANTHROPIC_VERSION, UpstreamSettings
+from guardproxy.config import ANTHROPIC_VERSION, UNFORWARDABLE_HEADERS, UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.health import probe_models
 from guardproxy.upstreams.base import RELAYED_RESPONSE_HEADERS, UpstreamReply
+
+logger = logging.getLogger(__name__)
+
+UNREACHABLE = "The upstream LLM could not be reached."
+BROKE_OFF = "The upstream LLM's answer broke off."
 
 
 class OpenAIUpstream:
@@ -27,8 +33,8 @@ class OpenAIUpstream:
         auth = self._auth(request.codec.api)
         outgoing = {
             **self._defaults(request),
-            **headers,
-            **auth,
+            **_forwardable(headers),
+            **auth,  # last: nothing the client sent replaces the configured key
             "content-type": "application/json",
         }
         if request.stream:
@@ -70,9 +76,10 @@ class OpenAIUpstream:
         try:
             return await self.client.send(http_request, stream=True)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"The upstream LLM did not answer in time ({exc!r}).") from exc
+            timeout = UpstreamTimeout("The upstream LLM did not answer in time.", repr(exc))
+            raise _logged(timeout) from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"The upstream LLM could not be reached ({exc!r}).") from exc
+            raise _logged(UpstreamError(UNREACHABLE, repr(exc))) from exc
 
     async def _whole(self, response: httpx.Response) -> UpstreamReply:
         try:
@@ -80,7 +87,7 @@ class OpenAIUpstream:
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("The upstream LLM stopped answering.") from exc
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"The upstream LLM's answer broke off ({exc!r}).") from exc
+            raise _logged(UpstreamError(BROKE_OFF, repr(exc))) from exc
         finally:
             await response.aclose()
         return UpstreamReply(
@@ -104,7 +111,19 @@ async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
     except httpx.TimeoutException as exc:
         raise UpstreamTimeout("The upstream LLM stopped streaming.") from exc
     except httpx.HTTPError as exc:
-        raise UpstreamError(f"The upstream LLM's stream broke off ({exc!r}).") from exc
+        raise _logged(UpstreamError("The upstream LLM's stream broke off.", repr(exc))) from exc
+
+
+def _forwardable(headers: dict[str, str]) -> dict[str, str]:
+    """The client's headers, less any that carry credentials, pick the host or frame the
+    message: the config refuses those too, this keeps a hand-built settings object honest."""
+    return {k: v for k, v in headers.items() if k.lower() not in UNFORWARDABLE_HEADERS}
+
+
+def _logged(exc: UpstreamError) -> UpstreamError:
+    """The client reads `str(exc)`; the httpx error, which names the host, goes to the log."""
+    logger.warning("%s %s", exc, exc.detail)
+    return exc
 
 
 def _relayed(response: httpx.Response) -> dict[str, str]:

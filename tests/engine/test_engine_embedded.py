@@ -21,10 +21,12 @@ from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
 from guardproxy.engine.vllm import group_alive
 from guardproxy.policy.loader import load_policies
-from tests.conftest import TENANT_KEY, write_embedded_config
+from tests.conftest import OPS_KEY, TENANT_KEY, write_embedded_config
 from tests.engine.conftest import ENGINE_ENV, engine_env, engine_python, forced
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
+
+OPS = {"authorization": f"Bearer {OPS_KEY}"}
 
 READY_S = 300.0
 HI: list[Any] = [{"role": "user", "content": "hi"}]
@@ -87,7 +89,7 @@ def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
                 report["embedded_guard"]["restart_s"] = round(restart_s, 1)
                 again = client.chat.completions.create(model="m", messages=HI_ONCE_MORE)
                 assert again.choices[0].message.content == upstream.reply
-            assert http.get("/readyz").json()["engines"]["embedded"]["restarts"] == 1
+            assert http.get("/readyz", headers=OPS).json()["engines"]["embedded"]["restarts"] == 1
             last = engine.status.pid
     assert last is not None
     wait_for(lambda: not group_alive(last), 30)

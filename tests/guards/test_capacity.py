@@ -130,7 +130,7 @@ def test_a_pool_routes_around_a_dead_replica_and_ejects_it(start_proxy: ProxyFac
         ask: Any = [{"role": "user", "content": f"Hello number {number}"}]
         answer = client.chat.completions.create(model="m", messages=ask)
         assert answer.choices[0].finish_reason == "stop"
-    with pooled.http() as http:
+    with pooled.ops() as http:
         ready = http.get("/readyz").json()
     replicas = ready["guard_pools"]["nemotron"]["replicas"]
     assert replicas[dead]["state"] == "open"
@@ -149,7 +149,7 @@ def test_with_every_replica_ejected_calls_fail_fast_into_on_guard_error(
     answer = client.chat.completions.create(model="m", messages=again)
     assert answer.choices[0].finish_reason == "stop"  # allowed, as the tenant asked
     assert "circuit open" in proxy.audit.records[-1]["input"]["error"]
-    with proxy.http() as http:
+    with proxy.ops() as http:
         ready = http.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["guards"]["nemotron"] == "circuit open"

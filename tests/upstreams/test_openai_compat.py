@@ -52,16 +52,22 @@ async def test_error_status_is_returned_whole_not_streamed() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("error", "expected"),
-    [(httpx.ConnectError("refused"), UpstreamError), (httpx.ReadTimeout("slow"), UpstreamTimeout)],
+    [
+        (httpx.ConnectError("refused: llm.internal:8443"), UpstreamError),
+        (httpx.ReadTimeout("slow: llm.internal:8443"), UpstreamTimeout),
+    ],
 )
-async def test_transport_failures_become_upstream_errors(
+async def test_transport_failures_become_upstream_errors_that_do_not_name_the_host(
     error: Exception, expected: type[Exception]
 ) -> None:
     with respx.mock:
         respx.post(f"{URL}/chat/completions").mock(side_effect=error)
         async with httpx.AsyncClient() as client:
-            with pytest.raises(expected):
+            with pytest.raises(expected) as caught:
                 await upstream(client).send(parse_chat_request(RAW), RAW, {})
+    assert isinstance(caught.value, UpstreamError)
+    assert "llm.internal" not in str(caught.value)  # what the client reads
+    assert "llm.internal" in caught.value.detail  # what the log keeps
 
 
 @pytest.mark.anyio
