@@ -245,7 +245,7 @@ def _routes(
             guards[tenant.guard],
             upstreams[tenant.upstream],
             build_profiles(tenant, policies.regions),
-            Masker.for_policy(tenant.redaction, enforced=tenant.mode == "enforce"),
+            Masker.for_policy(tenant.redaction),  # in every mode: monitor relaxes decisions only
             tracing,
             _shadow_route(policies, name, guards),
         )

@@ -27,8 +27,9 @@ class Masker:
     always: frozenset[str]
 
     @classmethod
-    def for_policy(cls, policy: RedactionPolicy, enforced: bool = True) -> Masker:
-        """`enforced=False` (a monitored tenant): the detectors exist, none runs always."""
+    def for_policy(cls, policy: RedactionPolicy) -> Masker:
+        """The policy's detectors, patterns and words run always, in every mode: `monitor`
+        relaxes decisions, never data protection."""
         redactor = Redactor(
             detectors=sorted(DETECTORS),
             patterns=[(p.name, p.regex) for p in policy.patterns],
@@ -40,7 +41,7 @@ class Masker:
             *(p.name for p in policy.patterns),
             *(w.name for w in policy.words),
         }
-        return cls(redactor, frozenset(names) if enforced else frozenset())
+        return cls(redactor, frozenset(names))
 
     def counting(self, tally: Counter[str]) -> Masker:
         """This masker for one request and direction: each masked span is counted by type."""

@@ -52,18 +52,30 @@ def test_a_monitored_stream_is_never_cut_off(start_proxy: ProxyFactory) -> None:
     assert record["would_block"] is True
 
 
-def test_monitor_mode_forwards_the_prompt_unredacted(
+def test_no_mode_switches_off_data_protection_monitor_still_redacts(
     start_proxy: ProxyFactory,
 ) -> None:
-    proxy = start_proxy(mode="monitor", redaction={"detectors": ["email"]})
-    prompt = "Write to jane.doe@example.com"
-    proxy.client().chat.completions.create(
+    """Monitor mode relaxes decisions, never the tenant's redaction: a live key or an address
+    is masked before the upstream sees it, and in the answer, whole and streamed."""
+    proxy = start_proxy(mode="monitor", redaction={"detectors": ["email", "secret"]})
+    proxy.upstream.reply = "Sure, mail jane.doe@example.com about it."
+    key = "sk-live-" + "a1B2c3D4e5F6g7H8i9J0k1L2"
+    prompt = f"Write to jane.doe@example.com with key {key}"
+    client = proxy.client()
+    answer = client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": prompt}]
     )
     sent = proxy.upstream.requests[-1].json
     assert sent is not None
-    assert sent["messages"][0]["content"] == prompt
-    assert proxy.audit.records[-1]["would_block"] is False
+    assert "jane.doe@example.com" not in sent["messages"][0]["content"]
+    assert key not in sent["messages"][0]["content"]
+    assert "jane.doe@example.com" not in (answer.choices[0].message.content or "")
+    stream = client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "jane.doe@example.com" not in streamed
+    assert streamed.startswith("Sure, mail ")
 
 
 def test_a_safe_monitored_request_records_no_would_be_action(start_proxy: ProxyFactory) -> None:
