@@ -62,26 +62,6 @@ class Masker:
         return StreamRedactor(self.redactor, types) if types else None
 
 
-def mask_request(
-    request: Conversation, masker: Masker, types: Collection[str]
-) -> tuple[bytes, int]:
-    """The request body with the text of every message masked, and how many spans were.
-
-    With nothing found the client's bytes are returned untouched.
-    """
-    if not types:
-        return request.raw, 0
-    messages, found = [], 0
-    for message in request.body["messages"]:
-        masked, count = _mask_message(message, masker, types)
-        messages.append(masked)
-        found += count
-    if not found:
-        return request.raw, 0
-    body = {**request.body, "messages": messages}
-    return json.dumps(body, ensure_ascii=False).encode(), found
-
-
 def mask_completion(
     completion: dict[str, Any], masker: Masker, types: Collection[str]
 ) -> tuple[dict[str, Any], int]:

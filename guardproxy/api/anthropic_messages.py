@@ -25,6 +25,7 @@ from guardproxy.api.conversation import (
     json_path,
     model_and_stream,
 )
+from guardproxy.api.fields import MESSAGES_FIELDS, close
 from guardproxy.errors import RequestError
 from guardproxy.masking import LocatedMasking, Masker, mask_strings
 from guardproxy.observe.exchange import Exchange
@@ -62,7 +63,7 @@ class MessagesCodec(LocatedMasking):
         found = Found()
         _system(body.get("system"), found)
         _messages(messages, found)
-        return found.conversation(self, raw, body, model, stream)
+        return close(found.conversation(self, raw, body, model, stream), MESSAGES_FIELDS)
 
     def with_media(self, part: dict[str, Any], data_url: str) -> dict[str, Any]:
         head, _, data = data_url.partition(",")
@@ -127,7 +128,6 @@ def _system(system: Any, found: Found) -> None:
     text = blocks_text(system)
     if text.strip():
         found.history.append(Turn("system", "system", text))
-        found.texts.append(("system",))
 
 
 def _messages(messages: list[Any], found: Found) -> None:
@@ -150,10 +150,9 @@ def _message(
     """A message's own text is one turn (the prompt, for the last user message); each tool
     call and tool result in it is judged as a turn of its own."""
     path = json_path(at)
-    found.texts.append((*at, "content"))
     text = blocks_text(content)
     if is_last:
-        found.prompt = text
+        found.prompt, found.prompt_at = text, path
     elif role == "assistant":
         found.history.append(Turn(path, role, text, before))
     else:
@@ -179,6 +178,8 @@ def _block(block: Any, at: Location, role: str, context: str, found: Found) -> N
             _block(inner, (*at, "content", index), role, context, found)
     elif kind == "image":
         _image(block, at, found)
+    elif kind == "document" and (said := _document_text(block)) is not None:
+        found.history.append(Turn(path, role, said))
     else:
         found.unjudged.append(path)  # documents, files, server tools: nothing to judge them by
 
@@ -193,6 +194,18 @@ def _image(block: dict[str, Any], at: Location, found: Found) -> None:
         found.media.append(MediaPart("image", source["url"], at))
     else:
         found.unjudged.append(json_path(at))  # a file_id: the proxy cannot see it
+
+
+def _document_text(block: dict[str, Any]) -> str | None:
+    """A plain-text document's text (`text` source, or `content` blocks), which is judged
+    like a message; None for a PDF, a URL or a file, which no guard reads."""
+    source = block.get("source")
+    kind = source.get("type") if isinstance(source, dict) else None
+    if kind == "text" and isinstance(source, dict) and isinstance(source.get("data"), str):
+        return str(source["data"])
+    if kind == "content" and isinstance(source, dict):
+        return blocks_text(source.get("content"))
+    return None
 
 
 def blocks_text(content: Any) -> str:

@@ -19,6 +19,7 @@ from guardproxy.api.conversation import (
     model_and_stream,
 )
 from guardproxy.api.conversation import text_of as message_text
+from guardproxy.api.fields import CHAT_FIELDS, close
 from guardproxy.errors import RequestError
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -34,15 +35,25 @@ def decode_chat(raw: bytes, codec: Codec) -> Conversation:
     messages = _messages(body)
     last = _last_user_index(messages)
     prompt = message_text(messages[last].get("content")) if last is not None else ""
-    media = tuple(
+    media = tuple(  # in any role: a system or tool message's image is read like a user's
         part
         for index, message in enumerate(messages)
-        if message["role"] == "user"
         for part in _media(message.get("content"), index)
     )
     history = tuple(turn for i, m in enumerate(messages) for turn in _turns(messages, i, i == last))
-    unjudged = _unjudged(messages)
-    return Conversation(codec, raw, body, model, stream, prompt, media, history, unjudged)
+    request = Conversation(
+        codec,
+        raw,
+        body,
+        model,
+        stream,
+        prompt,
+        f"messages[{last}]" if last is not None else "",
+        media,
+        history,
+        _unjudged(messages),
+    )
+    return close(request, CHAT_FIELDS)
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from guardproxy.api.conversation import Conversation, EventRewriter, StreamCodec
 from guardproxy.api.sse import DONE, SSEEvent, StreamText, choices_of, encode_event
 from guardproxy.decision import Action
 from guardproxy.errors import GuardproxyError
-from guardproxy.masking import EventMasker, Masker, mask_completion, mask_request
+from guardproxy.masking import EventMasker, Masker, mask_completion, mask_locations
 from guardproxy.observe.exchange import Exchange
 from guardproxy.policy.model import TenantPolicy
 
@@ -31,7 +31,7 @@ class ChatCodec:
     def mask_request(
         self, request: Conversation, masker: Masker, types: Collection[str]
     ) -> tuple[bytes, int]:
-        return mask_request(request, masker, types)
+        return mask_locations(request, request.texts, masker, types)
 
     def with_media(self, part: dict[str, Any], data_url: str) -> dict[str, Any]:
         image = part.get("image_url")

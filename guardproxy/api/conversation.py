@@ -66,10 +66,11 @@ class Conversation:
     model: str
     stream: bool
     prompt: str  # text of the last user turn
+    prompt_at: str = ""  # where it sits: "messages[4]", "input"
     media: tuple[MediaPart, ...] = ()  # images and videos of the client's turns
     history: tuple[Turn, ...] = ()
     unjudged: tuple[str, ...] = ()  # paths of content parts no guard can judge
-    texts: tuple[Location, ...] = ()  # where the judged strings sit, for codecs that mask so
+    texts: tuple[Location, ...] = ()  # where every judged string sits: redaction masks there
 
     def turns(self, operator: bool) -> tuple[Turn, ...]:
         """The history to judge; operator (system, developer) text only if asked."""
@@ -85,6 +86,7 @@ class Found:
     """What decoding collects, part by part, before it becomes a `Conversation`."""
 
     prompt: str = ""
+    prompt_at: str = ""
     media: list[MediaPart] = field(default_factory=list)
     history: list[Turn] = field(default_factory=list)
     unjudged: list[str] = field(default_factory=list)
@@ -100,6 +102,7 @@ class Found:
             model,
             stream,
             self.prompt,
+            self.prompt_at,
             tuple(self.media),
             tuple(self.history),
             tuple(self.unjudged),

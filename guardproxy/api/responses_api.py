@@ -26,6 +26,7 @@ from guardproxy.api.conversation import (
     model_and_stream,
     text_of,
 )
+from guardproxy.api.fields import RESPONSES_FIELDS, close
 from guardproxy.errors import RequestError
 from guardproxy.masking import LocatedMasking, Masker, mask_strings
 from guardproxy.observe.exchange import Exchange
@@ -55,7 +56,7 @@ class ResponsesCodec(LocatedMasking):
         found = Found()
         _instructions(body, found)
         _input(body.get("input"), found)
-        return found.conversation(self, raw, body, model, stream)
+        return close(found.conversation(self, raw, body, model, stream), RESPONSES_FIELDS)
 
     def with_media(self, part: dict[str, Any], data_url: str) -> dict[str, Any]:
         return {**part, "image_url": data_url}
@@ -111,7 +112,6 @@ def _instructions(body: dict[str, Any], found: Found) -> None:
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions.strip():
         found.history.append(Turn("instructions", "developer", instructions))
-        found.texts.append(("instructions",))
     elif instructions is not None and not isinstance(instructions, str):
         raise RequestError("'instructions' must be a string.", "instructions")
 
@@ -120,8 +120,7 @@ def _input(items: Any, found: Found) -> None:
     if items is None:
         return
     if isinstance(items, str):
-        found.prompt = items
-        found.texts.append(("input",))
+        found.prompt, found.prompt_at = items, "input"
         return
     if not isinstance(items, list):
         raise RequestError("'input' must be a string or an array of items.", "input")
@@ -150,16 +149,13 @@ def _item(
     elif kind in CALL_ITEMS:
         text = "".join(v for k in ("name", CALL_ITEMS[kind]) if isinstance(v := item.get(k), str))
         found.history.append(Turn(path, "assistant", text, before))
-        found.texts.append((*where, CALL_ITEMS[kind]))
     elif kind in RESULT_ITEMS:
         output = item.get(RESULT_ITEMS[kind])
         found.history.append(Turn(path, "tool", text_of(output, ("text",))))
-        found.texts.append((*where, RESULT_ITEMS[kind]))
         _parts_media(output, (*where, RESULT_ITEMS[kind]), found)
-    elif kind == "reasoning":
-        summary = item.get("summary")
-        found.history.append(Turn(path, "assistant", text_of(summary), before))
-        found.texts.append((*where, "summary"))
+    elif kind == "reasoning":  # its summary and its text: vLLM renders both
+        said = text_of(item.get("summary")) + "\n" + text_of(item.get("content"))
+        found.history.append(Turn(path, "assistant", said.strip(), before))
     elif kind not in REFERENCE_ITEMS:
         found.unjudged.append(path)  # a hosted tool's call or output the guard cannot judge
 
@@ -174,9 +170,8 @@ def _message(
     if not isinstance(content, str | list):
         raise RequestError(f"'{path}.content' must be a string or an array.", f"{path}.content")
     text = message_text(content)
-    found.texts.append((*where, "content"))
     if is_last_user:
-        found.prompt = text
+        found.prompt, found.prompt_at = text, path
     elif role == "assistant":
         found.history.append(Turn(path, role, text, before))
     else:
