@@ -118,3 +118,29 @@ def test_client_headers_never_replace_the_upstream_key_or_host(
     for name in ("x-api-key", "api-key", "x-forwarded-host", "openai-organization"):
         assert name not in sent.headers
     assert seen.requests == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/responses", {"model": "m", "input": "Hello"}),
+        ("/v1/messages", {"model": "c", "max_tokens": 9, "messages": ASK}),
+    ],
+)
+@pytest.mark.parametrize("steer", ["api_base", "base_url", "extra_headers", "api_key"])
+def test_litellm_call_arguments_are_refused_on_every_api(
+    litellm_proxy: Any,
+    attacker: tuple[str, FakeUpstreamState],
+    path: str,
+    body: dict[str, Any],
+    steer: str,
+) -> None:
+    attacker_url, seen = attacker
+    value: Any = {"x-steal": "1"} if steer == "extra_headers" else f"{attacker_url}/v1"
+    headers = {"x-api-key": litellm_proxy.key}
+    with litellm_proxy.http() as http:
+        reply = http.post(path, json={**body, steer: value}, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert steer in reply.json()["error"]["message"]
+    assert seen.requests == []
+    assert litellm_proxy.upstream.requests == []
