@@ -25,7 +25,7 @@ is exactly what is masked.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -200,49 +200,53 @@ class FieldMap:
     api: str
     fields: Mapping[str, Field]
     units: frozenset[str]
-    names: frozenset[str] = field(init=False)
+    names: frozenset[str] = field(init=False)  # keys that are the API's own, not text
+    below: Mapping[str, Field] = field(init=False)  # `path.*` entries, by path
 
     def __post_init__(self) -> None:
         steps = {step for path in self.fields for step in re.split(r"[.\[\]]+", path) if step}
         known = steps | set(STRUCTURAL_KEYS) | SCHEMA_KEYWORDS | STRUCTURAL_OBJECTS | API_NAMES
         object.__setattr__(self, "names", frozenset(known - {"*"}))
+        below = {path[:-2]: kind for path, kind in self.fields.items() if path.endswith(".*")}
+        object.__setattr__(self, "below", below)
 
-    def kind(self, location: Location) -> Field:
-        pattern = generic(location)
-        if pattern in self.fields:
-            return self.fields[pattern]
-        for depth in range(len(location) - 1, 0, -1):
-            below = self.fields.get(generic(location[:depth]) + ".*")
-            if below is not None:
-                return below
-        if any(step in STRUCTURAL_OBJECTS for step in location):
-            return S
-        last = location[-1] if location else ""
-        return STRUCTURAL_KEYS.get(last, J) if isinstance(last, str) else J
-
-    def leaves(self, body: Any) -> Iterator[Leaf]:
-        """Every string of `body`. A lone surrogate anywhere is a 400: it cannot be
+    def leaves(self, body: Any) -> list[Leaf]:
+        """Every string of `body`, in order. A lone surrogate anywhere is a 400: it cannot be
         forwarded, judged or recorded as text."""
-        return self._walk(body, ())
+        found: list[Leaf] = []
+        self._walk(body, (), "", None, found)
+        return found
 
-    def _walk(self, value: Any, at: Location) -> Iterator[Leaf]:
+    def _walk(
+        self, value: Any, at: Location, pattern: str, above: Field | None, found: list[Leaf]
+    ) -> None:
+        """`pattern` is `at` as a generic path; `above`, the kind a `.*` or a settings object
+        above `at` gives it."""
         if isinstance(value, str):
-            kind = self.kind(at)
+            kind = self.fields.get(pattern) or above
+            if kind is None:
+                last = at[-1] if at else ""
+                kind = STRUCTURAL_KEYS.get(last, J) if isinstance(last, str) else J
             if (kind is S and not IDENTIFIER.fullmatch(value)) or (
                 kind is X and not OPAQUE_VALUE.fullmatch(value)
             ):
                 kind = J  # free text in an identifier's place is read like any other text
-            yield Leaf(at, _checked(value, at), kind)
-        elif isinstance(value, list):
+            found.append(Leaf(at, _checked(value, at), kind))
+            return
+        inherited = self.below.get(pattern, above)
+        if isinstance(value, list):
             for index, item in enumerate(value):
-                yield from self._walk(item, (*at, index))
+                self._walk(item, (*at, index), pattern + "[]", inherited, found)
         elif isinstance(value, dict):
-            names_are_text = self.kind((*at, "")) is not S
+            names_are_text = inherited is not S
             for key, item in value.items():
                 where = (*at, key)
                 if key not in self.names and (names_are_text or not IDENTIFIER.fullmatch(key)):
-                    yield Leaf(where, _checked(key, where), J, is_key=True)
-                yield from self._walk(item, where)
+                    found.append(Leaf(where, _checked(key, where), J, is_key=True))
+                child = inherited
+                if child is None and key in STRUCTURAL_OBJECTS:
+                    child = S
+                self._walk(item, where, f"{pattern}.{key}" if pattern else key, child, found)
 
     def unit(self, location: Location) -> str:
         """The message (`messages[3]`) or top-level field a leaf belongs to."""
@@ -333,14 +337,6 @@ def _checked(text: str, at: Location) -> str:
             message = f"'{path}' holds a lone surrogate ({code}), which is not text."
             raise RequestError(message, path) from exc
     return text
-
-
-def generic(location: Location) -> str:
-    """`("messages", 3, "content", 1, "text")` as `messages[].content[].text`."""
-    path = ""
-    for step in location:
-        path += "[]" if isinstance(step, int) else (f".{step}" if path else step)
-    return path
 
 
 def json_path(location: Location) -> str:
