@@ -1,20 +1,35 @@
-"""Running a guard over one direction of an exchange: the input turn, or the answer in context."""
+"""Running a guard over one direction of an exchange: the input turns, or the answer in context.
+
+What one request costs is bounded: no guard call judges more than a window of characters (a
+longer text is judged in overlapping segments), and past the tenant's cap on guard calls the
+earlier turns are judged in windows of several, or the request is refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol
 
 from guardproxy.api.conversation import Turn
-from guardproxy.errors import GuardError, GuardOverloaded
-from guardproxy.guards.protocols import known_names
+from guardproxy.errors import GuardError, GuardOverloaded, RequestError
+from guardproxy.guards.protocols import guard_calls, known_names
 from guardproxy.media.request import GuardImage
+from guardproxy.policy.model import InputPolicy, OutputPolicy
 from guardproxy.policy.profile import DirectionRules
+from guardproxy.redaction.normalize import guard_text
 from guardproxy.verdict import GuardInput, Safety, Verdict
+
+DEFAULT_INPUT, DEFAULT_OUTPUT = InputPolicy(), OutputPolicy()
+LAST_TURN = "last user turn"
+SEPARATOR = "\n\n"  # between the turns of one window
+# A long text's segments overlap by an eighth of a window (2000 characters by default), and a
+# segmented answer is judged with at most a quarter window of the prompt's end as context.
+OVERLAP_SHARE = 8
+CONTEXT_SHARE = 4
 
 
 class Guard(Protocol):
@@ -133,41 +148,189 @@ OFF = CheckResult(CheckStatus.OFF)
 SKIPPED = CheckResult(CheckStatus.SKIPPED)
 
 
-def input_checks(prompt: str, images: list[GuardImage], rules: DirectionRules) -> list[GuardInput]:
-    """The models take one image per call, so a turn with several images (or video frames) is
-    judged once per image, each with the text."""
-    policy, reasoning = rules.guard_policy, rules.reasoning
-    if not images:
-        return [GuardInput(prompt, reasoning=reasoning, policy=policy)] if prompt.strip() else []
-    return [GuardInput(prompt, image.url, None, reasoning, policy) for image in images]
-
-
 def conversation_checks(
-    prompt: str, images: list[GuardImage], turns: Sequence[Turn], rules: DirectionRules
+    prompt: str,
+    images: list[GuardImage],
+    turns: Sequence[Turn],
+    rules: DirectionRules,
+    window_chars: int = DEFAULT_INPUT.window_chars,
+    max_calls: int = DEFAULT_INPUT.max_guard_calls,
 ) -> tuple[list[GuardInput], list[str]]:
     """Every input check of a request, and a label per check: the last user turn with each
     image, then each earlier turn, tool result, assistant turn and `name`, each judged on its
     own text, an assistant turn as the answer to the turn before it (the verdict cache makes a
-    long conversation cost only its new turns)."""
-    checks = input_checks(prompt, images, rules)
-    labels = [image.label for image in images] or ["last user turn"] * len(checks)
-    for turn in turns:
-        reasoning, policy = rules.reasoning, rules.guard_policy
-        if turn.context is not None:  # an assistant turn: judged as an answer, in context
-            checks.append(GuardInput(turn.context, None, turn.text, reasoning, policy))
-        else:
-            checks.append(GuardInput(turn.text, reasoning=reasoning, policy=policy))
-        labels.append(f"{turn.path} ({turn.role})")
+    long conversation cost only its new turns).
+
+    Past `max_calls` guard calls, the earlier turns are judged in windows instead (`windows`);
+    a request that needs more calls even then is refused. Texts are judged as `guard_text`
+    reads them, and none is longer than `window_chars`.
+    """
+    checks, labels = _last_turn_checks(prompt, images, rules, window_chars)
+    pieces = [piece for turn in turns for piece in _turn_pieces(turn, window_chars)]
+    if _calls(checks) + _calls(_check(p, rules) for p in pieces) > max_calls:
+        pieces = windows(pieces, window_chars)
+    checks += [_check(piece, rules) for piece in pieces]
+    labels += [piece.label for piece in pieces]
+    calls = _calls(checks)
+    if calls > max_calls:
+        message = (
+            f"This request would take {calls} content-safety guard calls, more than the "
+            f"{max_calls} allowed per request; send a shorter conversation or shorter messages."
+        )
+        raise RequestError(message, _collection(turns))
     return checks, labels
 
 
 def output_checks(
-    prompt: str, image: str | None, answers: list[str], rules: DirectionRules
+    prompt: str,
+    image: str | None,
+    answers: list[str],
+    rules: DirectionRules,
+    window_chars: int = DEFAULT_OUTPUT.window_chars,
 ) -> list[GuardInput]:
+    """Each answer judged in context, with the prompt (and image); one that does not fit in a
+    window with the prompt is judged in overlapping segments, each with the prompt's end."""
     policy, reasoning = rules.guard_policy, rules.reasoning
+    context = guard_text(prompt)
+    texts = [text for text in map(guard_text, answers) if text.strip()]
     return [
-        GuardInput(prompt, image, answer, reasoning, policy) for answer in answers if answer.strip()
+        GuardInput(before, image, part, reasoning, policy)
+        for text in texts
+        for before, part in in_context(context, text, window_chars)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Text one check judges, at most a window long: a turn, a segment of a long one, or a
+    window of several. `context` is set for an answer: what it answers."""
+
+    path: str
+    role: str
+    text: str
+    context: str | None = None
+    part: str = ""  # "part 2 of 7" for a segment, "20 parts" for a window
+
+    @property
+    def label(self) -> str:
+        return f"{self.path} ({self.role}{', ' + self.part if self.part else ''})"
+
+    @property
+    def size(self) -> int:
+        return len(self.text) + len(self.context or "")
+
+
+def segments(text: str, size: int) -> list[str]:
+    """`text` cut into pieces of at most `size` characters, each overlapping the one before
+    it by `size // OVERLAP_SHARE`, so any phrase that short is seen whole by one of them."""
+    if len(text) <= size:
+        return [text]
+    step = size - size // OVERLAP_SHARE
+    return [text[start : start + size] for start in range(0, len(text) - size + step, step)]
+
+
+def in_context(context: str, text: str, size: int) -> list[tuple[str, str]]:
+    """An answer and what it answers, as (prompt, response) pairs of at most `size`
+    characters: whole if they fit, else the answer's segments, each with the context's end
+    (where a long prompt usually asks its question)."""
+    if len(context) + len(text) <= size:
+        return [(context, text)]
+    end = context[max(len(context) - size // CONTEXT_SHARE, 0) :]
+    return [(end, part) for part in segments(text, size - len(end))]
+
+
+def windows(pieces: Sequence[Piece], size: int) -> list[Piece]:
+    """Pieces joined into windows of at most `size` characters: the prompts (user turns, tool
+    results, names, operator text) in order, then the answers with what each answers.
+
+    Packing is greedy, in order, so a window depends only on the turns before it: a
+    conversation that grows by a turn keeps its earlier windows, and their cached verdicts.
+    Answers stay answers, judged by the guard's response rating, so a past refusal that names
+    a harm is not read as the harm.
+    """
+    prompts = [piece for piece in pieces if piece.context is None]
+    answers = [piece for piece in pieces if piece.context is not None]
+    return [_joined(group) for group in (*_packed(prompts, size), *_packed(answers, size))]
+
+
+def _last_turn_checks(
+    prompt: str, images: list[GuardImage], rules: DirectionRules, size: int
+) -> tuple[list[GuardInput], list[str]]:
+    """The models take one image per call, so a turn with several images (or video frames) is
+    judged once per image, each with the text; a text longer than a window is judged in
+    segments, and the images with its last one."""
+    policy, reasoning = rules.guard_policy, rules.reasoning
+    text = guard_text(prompt)
+    if not images and not text.strip():
+        return [], []
+    parts = segments(text, size)
+    alone = parts if not images else parts[:-1]
+    checks = [GuardInput(part, reasoning=reasoning, policy=policy) for part in alone]
+    labels = [_part_label(LAST_TURN, number, len(parts)) for number in range(len(alone))]
+    checks += [GuardInput(parts[-1], image.url, None, reasoning, policy) for image in images]
+    return checks, labels + [image.label for image in images]
+
+
+def _turn_pieces(turn: Turn, size: int) -> list[Piece]:
+    text = guard_text(turn.text)
+    if turn.context is None:
+        pairs: list[tuple[str | None, str]] = [(None, part) for part in segments(text, size)]
+    else:
+        pairs = [*in_context(guard_text(turn.context), text, size)]
+    count = len(pairs)
+    return [
+        Piece(turn.path, turn.role, part, context, f"part {n + 1} of {count}" if count > 1 else "")
+        for n, (context, part) in enumerate(pairs)
+    ]
+
+
+def _packed(pieces: Sequence[Piece], size: int) -> list[list[Piece]]:
+    groups: list[list[Piece]] = []
+    used = 0
+    for piece in pieces:
+        joins = len(SEPARATOR) * (1 if piece.context is None else 2)
+        if groups and used + joins + piece.size <= size:
+            groups[-1].append(piece)
+            used += joins + piece.size
+        else:
+            groups.append([piece])
+            used = piece.size
+    return groups
+
+
+def _joined(group: list[Piece]) -> Piece:
+    """One window's pieces as one text (and one context, for answers); a window of one piece
+    is that piece, so it shares its verdict with the turn judged on its own."""
+    if len(group) == 1:
+        return group[0]
+    first, last = group[0], group[-1]
+    roles = ", ".join(dict.fromkeys(piece.role for piece in group))
+    text = SEPARATOR.join(piece.text for piece in group)
+    context = None
+    if first.context is not None:
+        context = SEPARATOR.join(piece.context or "" for piece in group)
+    return Piece(f"{first.path} .. {last.path}", roles, text, context, f"{len(group)} parts")
+
+
+def _check(piece: Piece, rules: DirectionRules) -> GuardInput:
+    reasoning, policy = rules.reasoning, rules.guard_policy
+    if piece.context is None:
+        return GuardInput(piece.text, reasoning=reasoning, policy=policy)
+    return GuardInput(piece.context, None, piece.text, reasoning, policy)
+
+
+def _calls(checks: Iterable[GuardInput]) -> int:
+    """Guard calls the checks take (two each for `policy_mode: separate` with rules)."""
+    return sum(len(guard_calls(check)) for check in checks)
+
+
+def _part_label(label: str, number: int, count: int) -> str:
+    return label if count == 1 else f"{label} (part {number + 1} of {count})"
+
+
+def _collection(turns: Sequence[Turn]) -> str | None:
+    """Where the conversation sits in the request ("messages", "input"), for the 400."""
+    return turns[-1].path.split("[")[0].split(".")[0] if turns else None
 
 
 async def run_checks(

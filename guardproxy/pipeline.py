@@ -181,7 +181,10 @@ class ChatFlow:
         rules = self.profile.input
         images = self.media.guard_images()
         turns = self.request.turns(self.tenant.input.judge_system)
-        checks, labels = conversation_checks(self.request.prompt, images, turns, rules)
+        limits = self.tenant.input  # window_chars, and the cap: past it a 400, nothing sent
+        checks, labels = conversation_checks(
+            self.request.prompt, images, turns, rules, limits.window_chars, limits.max_guard_calls
+        )
         result = await run_checks(self.route.guard, checks, labels)
         self.exchange.input = result
         action = self._act(result, rules, "input")
@@ -354,7 +357,8 @@ class ChatFlow:
         return replay_response(buffered.events, reply, self.exchange, masking)
 
     def _output_checks(self, answers: list[str], rules: DirectionRules) -> list[GuardInput]:
-        return output_checks(self.request.prompt, self.media.context_image(), answers, rules)
+        image, window = self.media.context_image(), self.tenant.output.window_chars
+        return output_checks(self.request.prompt, image, answers, rules, window)
 
     # -- decisions --------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ talks to these protocols.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -217,11 +217,31 @@ class Codec(Protocol):
     def stream(self, request: Conversation) -> StreamCodec: ...
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different. RFC 8259 §4 only says names SHOULD be unique,
+    and parsers differ on a repeated one (Python keeps the last, others the first)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        key = _first_repeated(key for key, _ in pairs)
+        raise RequestError(f"The request body repeats the key {key!r} in one object.")
+    return found
+
+
+def _first_repeated(keys: Iterable[str]) -> str:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            return key
+        seen.add(key)
+    return ""
+
+
 def decode_object(raw: bytes) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 naming what the parser refused (invalid
-    UTF-8 or JSON, nesting too deep for it, an integer too long to convert)."""
+    UTF-8 or JSON, nesting too deep for it, an integer too long to convert, a key repeated
+    in one object: the guard and the upstream could read different values)."""
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_unique_keys)  # raises RequestError itself
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"The request body is not valid JSON: {exc}") from exc
     except RecursionError as exc:

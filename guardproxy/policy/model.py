@@ -53,6 +53,12 @@ class InputPolicy(Frozen):
     # A content part no guard can judge (`file`, `input_audio`, unknown types): refuse (400)
     # or allow (forwarded, and recorded in the audit record).
     unjudged_parts: Literal["refuse", "allow"] = "refuse"
+    # The most characters one guard call judges (fit it to the guard's context: 16000 is
+    # ~4000 tokens of English). A longer text is judged in overlapping segments; when a
+    # request takes more than `max_guard_calls` calls, its earlier turns are grouped into
+    # windows of this size, and a request that needs more calls even then is refused (400).
+    window_chars: int = Field(default=16000, ge=1024)
+    max_guard_calls: int = Field(default=64, ge=1)
 
 
 class OutputPolicy(Frozen):
@@ -74,6 +80,9 @@ class OutputPolicy(Frozen):
     # joins the next window (up to `window`): a fast guard gets small windows, a slow or busy
     # one fewer, larger ones, and N streams never send more than N x this many checks.
     checks_in_flight: int = Field(default=1, ge=1, le=8)
+    # The most characters of answer and prompt one guard call judges (not the stream window):
+    # a longer answer is judged in overlapping segments, each with the end of the prompt.
+    window_chars: int = Field(default=16000, ge=1024)
 
     @model_validator(mode="after")
     def _windows_fit(self) -> OutputPolicy:

@@ -1,4 +1,5 @@
-"""The copy of a text that detectors read: NFKC, invisible characters removed, plus an offset map.
+"""The copy of a text that detectors read: NFKC, invisible characters removed, plus an offset map;
+and the copy a guard model judges (`guard_text`).
 
 Detection runs on the normalised copy so that full-width digits (UAX #15 compatibility
 decomposition), other scripts' decimal digits (Unicode category Nd, folded to ASCII: NFKC keeps
@@ -8,6 +9,7 @@ applies to the original, so every normalised span maps back onto the characters 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from bisect import bisect_right
 
@@ -21,6 +23,26 @@ INVISIBLE = frozenset(
 # Unicode tag characters (U+E0000..U+E007F) carry hidden ASCII in "ASCII smuggling" prompts.
 TAG_FIRST = 0xE0000
 TAG_LAST = 0xE007F
+INVISIBLE_CHARS = re.compile(f"[{re.escape(''.join(sorted(INVISIBLE)))}]")
+TAG_CHARS = re.compile(f"[{chr(TAG_FIRST)}-{chr(TAG_LAST)}]")
+# The tags that mirror printable ASCII (U+E0020..U+E007E); the others carry nothing.
+TAG_SPACE, TAG_TILDE = TAG_FIRST + 0x20, TAG_FIRST + 0x7E
+
+
+def guard_text(text: str) -> str:
+    """`text` as a guard model should read it: as the reader and the LLM read it.
+
+    Invisible characters are removed and the whole text is NFKC-normalised, so "bo" U+200B "mb"
+    reaches the guard as "bomb", and full-width letters as ASCII. Tag characters are read as
+    the ASCII they mirror, not dropped: LLMs decode them ("ASCII smuggling"), so the guard must
+    see them too. Only the guard's copy; what is forwarded is never changed.
+    """
+    if text.isascii():
+        return text
+    visible = INVISIBLE_CHARS.sub("", text)
+    if TAG_CHARS.search(visible) is not None:
+        visible = TAG_CHARS.sub(_untagged, visible)
+    return unicodedata.normalize("NFKC", visible)
 
 
 def normalize(text: str) -> tuple[str, list[int]]:
@@ -60,6 +82,11 @@ def to_original(span: tuple[int, int], offsets: list[int]) -> tuple[int, int]:
 def char_at(offsets: list[int], position: int) -> int:
     """The original index of the character that produced normalised `position`."""
     return bisect_right(offsets, position) - 1
+
+
+def _untagged(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return chr(code - TAG_FIRST) if TAG_SPACE <= code <= TAG_TILDE else ""
 
 
 def _normalize_char(char: str) -> str:

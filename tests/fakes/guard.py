@@ -150,6 +150,10 @@ class FakeGuardState:
     max_in_flight: int = 0
     all_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     model: str | None = None
+    # vLLM's --max-model-len, in tokens of CHARS_PER_TOKEN characters of message text: a
+    # request whose prompt, or prompt and max_tokens, do not fit is answered 400 with vLLM's
+    # message. 0: no limit (and /v1/models says 4096).
+    max_model_len: int = 0
     image_judge: ImageJudge | None = None  # image URL -> categories that make it unsafe
     requests: list[GuardRequest] = field(default_factory=list)
     rejected: list[Any] = field(default_factory=list)
@@ -494,12 +498,35 @@ async def _judge_request(state: FakeGuardState, body: Any, headers: dict[str, st
         message = f"The model `{model}` does not exist. Valid aliases: {served}."
         return vllm_error(404, message, param="model")
     state.requests.append(GuardRequest(body, headers, check))
+    too_long = _context_error(state.max_model_len, body)
+    if too_long is not None:
+        return vllm_error(400, too_long)
     status = _take_failure(state)
     if status is not None:
         return vllm_error(status, "The fake guard was told to fail.")
     prompt_tokens = sum(count_words(message_text(m)) for m in body["messages"])
     content, finish_reason = _answer(state, check)
     return JSONResponse(chat_completion(str(model), content, prompt_tokens, finish_reason))
+
+
+def _context_error(limit: int, body: Any) -> str | None:
+    """vLLM's refusal of a request longer than its context (serving_engine.py, v0.10+)."""
+    if not limit:
+        return None
+    tokens = sum(len(message_text(m)) for m in body["messages"]) // CHARS_PER_TOKEN
+    if tokens >= limit:
+        return (
+            f"This model's maximum context length is {limit} tokens. However, your request "
+            f"has {tokens} input tokens. Please reduce the length of the input messages."
+        )
+    wanted = _max_tokens(body) or 0
+    if tokens + wanted > limit:
+        return (
+            f"'max_tokens' or 'max_completion_tokens' is too large: {wanted}. This model's "
+            f"maximum context length is {limit} tokens and your request has {tokens} input "
+            f"tokens ({wanted} > {limit} - {tokens})."
+        )
+    return None
 
 
 async def _hold(state: FakeGuardState) -> None:
@@ -532,7 +559,7 @@ def create_fake_guard(state: FakeGuardState) -> Starlette:
     async def list_models(request: Request) -> Response:
         name = state.model or DEFAULT_MODEL
         card = {"id": name, "object": "model", "created": int(time.time()), "owned_by": "vllm"}
-        card |= {"root": name, "parent": None, "max_model_len": 4096}
+        card |= {"root": name, "parent": None, "max_model_len": state.max_model_len or 4096}
         return JSONResponse({"object": "list", "data": [card]})
 
     async def health(request: Request) -> Response:
