@@ -23,6 +23,7 @@ import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 
+from guardproxy.api.answers import loose_text
 from guardproxy.api.conversation import EventRewriter, StreamCodec
 from guardproxy.api.sse import SSEDecoder, SSEEvent, chunk_of
 from guardproxy.checks import CheckResult
@@ -126,7 +127,7 @@ class WindowBuilder:
         end), so a call is judged whole, name and arguments, and never released half-sent.
         """
         chunk = chunk_of(event)
-        text = self.codec.text(chunk) if chunk else ""
+        text = self.codec.text(chunk) if chunk else loose_text(event)
         call = self.codec.in_call(chunk) if chunk else False
         closed = None
         if call != self.in_call:
@@ -150,6 +151,15 @@ class WindowBuilder:
             closed = self.close()  # no boundary in sight (a long URL, a base64 blob)
         return closed
 
+    def hold(self, event: SSEEvent) -> None:
+        """An end event, held back until the final check: what it says joins the window
+        being built, so that check judges it before the event is released."""
+        chunk = chunk_of(event)
+        text = self.codec.text(chunk) if chunk else loose_text(event)
+        if text:
+            self.parts.append(text)
+            self.length += len(text)
+
     def close(self) -> tuple[list[SSEEvent], str] | None:
         closed = self.close_last()
         if closed is not None:
@@ -158,7 +168,7 @@ class WindowBuilder:
 
     def close_last(self) -> tuple[list[SSEEvent], str] | None:
         """Close the window without counting its check (the caller decides who judges it)."""
-        if not self.events:
+        if not self.events and not self.parts:
             return None
         new = "".join(self.parts)
         checked = self.tail + new if new.strip() else ""
@@ -323,6 +333,7 @@ class ChunkedModerator:
         chunk = chunk_of(event)
         if self.codec.is_end(event, chunk):
             self.held.append(event)
+            builder.hold(event)
             return
         if chunk is not None:
             self.codec.observe(chunk)

@@ -16,9 +16,16 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
+from guardproxy.api.answers import (
+    ClosedStream,
+    answer_texts,
+    mask_answer,
+    upstream_error_names,
+)
 from guardproxy.api.conversation import Conversation, StreamCodec
+from guardproxy.api.fields import hosted_tools
 from guardproxy.api.shapes import blocked_response, status_of, with_verdicts
 from guardproxy.audit.content import ContentCapture
 from guardproxy.checks import (
@@ -91,6 +98,7 @@ async def handle_chat(
     exchange.upstream, exchange.guard = tenant.upstream, tenant.guard
     exchange.monitor = tenant.mode == "monitor"
     _refuse_unjudged(request, tenant, exchange)
+    _refuse_hosted_tools(request, tenant)
     media = await prepare_media(request, tenant.images, tenant.video, fetcher)
     if tenant.audit_content != "none":
         image = bool(media.guard_images())
@@ -120,7 +128,8 @@ class ChatFlow:
         self.codec = request.codec
         self.masker = route.masker.counting(exchange.tally("input"))
         self.media = media
-        self.stream_codec: StreamCodec = self.codec.stream(request)
+        # Every string of each event is judged, not only the API's text deltas (answers.py).
+        self.stream_codec: StreamCodec = ClosedStream(self.codec.stream(request), request)
 
     async def run(self) -> Response:
         parallel = self.tenant.input.enabled and self.tenant.input.mode == "parallel"
@@ -230,17 +239,24 @@ class ChatFlow:
             self.exchange.upstream_ms = (time.perf_counter() - started) * 1000
 
     def _relay_error(self, reply: UpstreamReply) -> Response:
+        """The upstream's status, and its error's identifiers (type, code, param) in the
+        API's shape, never its message: that text is unjudged, may echo the prompt, or name
+        the provider's hosts and accounts."""
         self.exchange.status, self.exchange.action = reply.status, "error"
         self.exchange.error = f"upstream answered HTTP {reply.status}"
+        type_, code, param = upstream_error_names(reply.body, reply.status)
+        message = f"The upstream LLM refused the request (HTTP {reply.status}"
+        message += f", {code})." if code else ")."
+        body = self.codec.error(message, reply.status, type_, param, code)
         headers = {**reply.headers, **self.exchange.headers()}
-        return Response(reply.body, reply.status, headers, media_type=reply.content_type)
+        return JSONResponse(body, reply.status, headers)
 
     # -- output, whole ----------------------------------------------------------------------
 
     async def _complete(self, reply: UpstreamReply) -> Response:
         completion = _decode_completion(reply.body)
         types = self.masker.always
-        texts = self.codec.answer_texts(completion)
+        texts = answer_texts(self.request, completion)
         self._capture(texts)
         if self.tenant.output.enabled:
             rules = self.profile.output
@@ -256,7 +272,7 @@ class ChatFlow:
                 return self._blocked(completion.get("usage"))
         else:
             self.exchange.output = OFF
-        completion, found = self.codec.mask_answer(completion, self.masker, types)
+        completion, found = mask_answer(self.request, completion, self.masker, types)
         self._count_redactions("output", found)
         self.exchange.status = reply.status
         return with_verdicts(completion, self.exchange)
@@ -405,6 +421,14 @@ def _refuse_unjudged(request: Conversation, tenant: TenantPolicy, exchange: Exch
     path = request.unjudged[0]
     message = f"'{path}' has a content type the guard cannot judge, so it is not accepted."
     raise RequestError(message, path)
+
+
+def _refuse_hosted_tools(request: Conversation, tenant: TenantPolicy) -> None:
+    """`input.hosted_tools: refuse`: tools the provider runs are not switched on."""
+    found = hosted_tools(request.body) if tenant.input.hosted_tools == "refuse" else []
+    if found:
+        message = f"'{found[0]}' switches on a tool the provider runs, which is not accepted."
+        raise RequestError(message, found[0])
 
 
 def _guard_failure(result: CheckResult) -> GuardError:

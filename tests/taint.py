@@ -1,4 +1,5 @@
-"""Maximal requests built from the official SDKs' typed params, with a marker in every string.
+"""Maximal requests and answers built from the official SDKs' typed params and response models,
+with a marker in every string.
 
 Each string leaf of a request is `taint NNNN` (a space in it, so it is never mistaken for an
 identifier), each Literal its first value, each union of objects every one of its variants
@@ -14,6 +15,7 @@ import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Union, get_args, get_origin
 
+import pydantic
 import typing_extensions
 from typing_extensions import get_type_hints, is_typeddict
 
@@ -55,7 +57,7 @@ class Tainter:
             return self.marker()
         if origin is Literal or origin is typing_extensions.Literal:
             return args[0]
-        if is_typeddict(hint):
+        if is_object(hint):
             return self._object(hint, depth) if depth < MAX_DEPTH else None
         if origin in (Union, types.UnionType):
             return self.build(_richest(args), depth)
@@ -67,7 +69,7 @@ class Tainter:
 
     def _object(self, hint: Any, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, field in get_type_hints(hint, include_extras=True).items():
+        for name, field in fields_of(hint).items():
             value = FIXED[name] if name in FIXED else self.build(field, depth + 1)
             if value is not None:
                 out[name] = value
@@ -76,9 +78,26 @@ class Tainter:
     def _items(self, item: Any, depth: int) -> list[Any]:
         """Every object variant of a union as its own item, else one item."""
         variants = _variants(item)
-        objects = [v for v in variants if is_typeddict(v)]
+        objects = [v for v in variants if is_object(v)]
         built = [self.build(v, depth) for v in objects] if objects else [self.build(item, depth)]
         return [value for value in built if value is not None]
+
+
+def is_object(hint: Any) -> bool:
+    """A TypedDict (a request's params) or a pydantic model (an answer)."""
+    return is_typeddict(hint) or (isinstance(hint, type) and issubclass(hint, pydantic.BaseModel))
+
+
+def fields_of(hint: Any) -> dict[str, Any]:
+    """An object type's fields by their JSON names, with their types."""
+    if is_typeddict(hint):
+        return dict(get_type_hints(hint, include_extras=True))
+    return {(f.alias or name): f.annotation for name, f in hint.model_fields.items()}
+
+
+def variants(hint: Any) -> list[Any]:
+    """The object types of a union (a stream event, a content block), each on its own."""
+    return [v for v in _variants(hint) if is_object(v)]
 
 
 def _variants(hint: Any) -> list[Any]:
@@ -95,9 +114,9 @@ def _richest(options: Sequence[Any]) -> Any:
 
     def weight(option: Any) -> int:
         inner = _variants(option)
-        objects = [v for v in inner if is_typeddict(v)]
+        objects = [v for v in inner if is_object(v)]
         if objects:
-            return 3 + max(len(get_type_hints(v)) for v in objects)
+            return 3 + max(len(fields_of(v)) for v in objects)
         if any(get_origin(v) in (list, Iterable) or _is_iterable(get_origin(v)) for v in inner):
             return 2
         return 1 if any(v is str for v in inner) else 0

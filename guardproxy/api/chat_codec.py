@@ -19,6 +19,20 @@ from guardproxy.policy.model import TenantPolicy
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
 
+def choice_count(value: Any) -> int:
+    """`n` as a lax validator coerces it (an integral float, a numeric string); an `n` that
+    none would take reads as several, so an answer is never judged as one by mistake."""
+    if value is None:
+        return 1
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return 2
+    return int(number) if number.is_integer() else 2
+
+
 class ChatCodec:
     """`POST /v1/chat/completions`."""
 
@@ -47,9 +61,9 @@ class ChatCodec:
         return mask_completion(answer, masker, types)
 
     def buffers_streams(self, request: Conversation) -> bool:
-        """Windows judge one text; each of several choices (`n` > 1) is its own answer."""
-        choices = request.body.get("n")
-        return isinstance(choices, int) and choices > 1
+        """Windows judge one text; each of several choices (`n` > 1) is its own answer.
+        `n` is read as vLLM's pydantic model reads it, so `"2"` and `2.0` are two choices."""
+        return choice_count(request.body.get("n")) > 1
 
     def refusal(
         self, request: Conversation, exchange: Exchange, refusal: str, usage: Any

@@ -25,7 +25,7 @@ is exactly what is masked.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -130,6 +130,11 @@ API_NAMES = frozenset(
         "container_upload", "defer_loading", "input_examples", "allowed_callers",
     }
 )  # fmt: skip
+# Tool types a provider runs on its side (Messages' are versioned: `web_search_20250305`).
+HOSTED_TOOL_TYPES = (
+    "web_search", "file_search", "code_interpreter", "image_generation", "mcp", "web_fetch",
+    "code_execution",
+)  # fmt: skip
 _PART = "messages[].content[]"
 _PARTS: dict[str, Field] = {
     f"{_PART}.{key}": M for key in MEDIA_KEYS if key not in {"image_url", "video_url"}
@@ -200,25 +205,33 @@ class FieldMap:
     api: str
     fields: Mapping[str, Field]
     units: frozenset[str]
+    known: frozenset[str] = frozenset()  # more keys that are the API's own (an answer's)
     names: frozenset[str] = field(init=False)  # keys that are the API's own, not text
     below: Mapping[str, Field] = field(init=False)  # `path.*` entries, by path
 
     def __post_init__(self) -> None:
         steps = {step for path in self.fields for step in re.split(r"[.\[\]]+", path) if step}
         known = steps | set(STRUCTURAL_KEYS) | SCHEMA_KEYWORDS | STRUCTURAL_OBJECTS | API_NAMES
-        object.__setattr__(self, "names", frozenset(known - {"*"}))
+        object.__setattr__(self, "names", frozenset((known | self.known) - {"*"}))
         below = {path[:-2]: kind for path, kind in self.fields.items() if path.endswith(".*")}
         object.__setattr__(self, "below", below)
 
-    def leaves(self, body: Any) -> list[Leaf]:
+    def leaves(self, body: Any, strict: bool = True) -> list[Leaf]:
         """Every string of `body`, in order. A lone surrogate anywhere is a 400: it cannot be
-        forwarded, judged or recorded as text."""
+        forwarded, judged or recorded as text. Not `strict` (an upstream's answer, which the
+        client did not write): it is judged as U+FFFD instead."""
         found: list[Leaf] = []
-        self._walk(body, (), "", None, found)
+        self._walk(body, (), "", None, found, _checked if strict else _replaced)
         return found
 
     def _walk(
-        self, value: Any, at: Location, pattern: str, above: Field | None, found: list[Leaf]
+        self,
+        value: Any,
+        at: Location,
+        pattern: str,
+        above: Field | None,
+        found: list[Leaf],
+        checked: Callable[[str, Location], str],
     ) -> None:
         """`pattern` is `at` as a generic path; `above`, the kind a `.*` or a settings object
         above `at` gives it."""
@@ -231,22 +244,23 @@ class FieldMap:
                 kind is X and not OPAQUE_VALUE.fullmatch(value)
             ):
                 kind = J  # free text in an identifier's place is read like any other text
-            found.append(Leaf(at, _checked(value, at), kind))
+            found.append(Leaf(at, checked(value, at), kind))
             return
         inherited = self.below.get(pattern, above)
         if isinstance(value, list):
             for index, item in enumerate(value):
-                self._walk(item, (*at, index), pattern + "[]", inherited, found)
+                self._walk(item, (*at, index), pattern + "[]", inherited, found, checked)
         elif isinstance(value, dict):
             names_are_text = inherited is not S
             for key, item in value.items():
                 where = (*at, key)
                 if key not in self.names and (names_are_text or not IDENTIFIER.fullmatch(key)):
-                    found.append(Leaf(where, _checked(key, where), J, is_key=True))
+                    found.append(Leaf(where, checked(key, where), J, is_key=True))
                 child = inherited
                 if child is None and key in STRUCTURAL_OBJECTS:
                     child = S
-                self._walk(item, where, f"{pattern}.{key}" if pattern else key, child, found)
+                step = f"{pattern}.{key}" if pattern else key
+                self._walk(item, where, step, child, found, checked)
 
     def unit(self, location: Location) -> str:
         """The message (`messages[3]`) or top-level field a leaf belongs to."""
@@ -259,6 +273,19 @@ class FieldMap:
 CHAT_FIELDS = FieldMap("chat.completions", CHAT_REQUEST, frozenset({"messages"}))
 RESPONSES_FIELDS = FieldMap("responses", RESPONSES_REQUEST, frozenset({"input"}))
 MESSAGES_FIELDS = FieldMap("messages", MESSAGES_REQUEST, frozenset({"messages"}))
+
+
+def hosted_tools(body: dict[str, Any]) -> list[str]:
+    """Where a request switches on tools the provider runs (Responses' web and file search,
+    code interpreter, image generation, MCP; Messages' server tools and `mcp_servers`;
+    Chat's `web_search_options`)."""
+    tools = body.get("tools")
+    found = [
+        f"tools[{index}]"
+        for index, tool in enumerate(tools if isinstance(tools, list) else [])
+        if isinstance(tool, dict) and str(tool.get("type", "")).startswith(HOSTED_TOOL_TYPES)
+    ]
+    return found + [key for key in ("mcp_servers", "web_search_options") if body.get(key)]
 
 
 def close(request: Conversation, table: FieldMap) -> Conversation:
@@ -337,6 +364,10 @@ def _checked(text: str, at: Location) -> str:
             message = f"'{path}' holds a lone surrogate ({code}), which is not text."
             raise RequestError(message, path) from exc
     return text
+
+
+def _replaced(text: str, at: Location) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 def json_path(location: Location) -> str:

@@ -53,6 +53,10 @@ class InputPolicy(Frozen):
     # A content part no guard can judge (`file`, `input_audio`, unknown types): refuse (400)
     # or allow (forwarded, and recorded in the audit record).
     unjudged_parts: Literal["refuse", "allow"] = "refuse"
+    # Tools the provider runs itself (web search, file search, code execution, MCP servers),
+    # switched on by the client: their outputs are judged like any answer text (`judge`), or
+    # such a request is refused with a 400 (`refuse`).
+    hosted_tools: Literal["judge", "refuse"] = "judge"
     # The most characters one guard call judges (fit it to the guard's context: 16000 is
     # ~4000 tokens of English). A longer text is judged in overlapping segments; when a
     # request takes more than `max_guard_calls` calls, its earlier turns are grouped into

@@ -142,7 +142,7 @@ def create_endpoint(state: fake.FakeUpstreamState) -> Any:
             body = _check(request, state, parsed)
             if state.fail_status is not None:
                 raise AnthropicError(state.fail_status, "The fake upstream was told to fail.")
-            return await answer(state, body)
+            return fake.scripted(state) or await answer(state, body)
         except AnthropicError as exc:
             return exc.response()
 

@@ -205,7 +205,7 @@ def create_endpoint(state: fake.FakeUpstreamState) -> Any:
             fake.check_auth(request, state.api_key)
             if state.fail_status is not None:
                 raise fake.OpenAIError(state.fail_status, "The fake upstream was told to fail.")
-            return await answer(state, _check(parsed))
+            return fake.scripted(state) or await answer(state, _check(parsed))
         except fake.OpenAIError as exc:
             return exc.response()
 

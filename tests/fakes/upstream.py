@@ -60,6 +60,9 @@ class FakeUpstreamState:
     # The Responses and Messages fakes answer with this tool call (name, JSON arguments).
     tool_call: tuple[str, str] | None = None
     framing: str = "vllm"  # or "openai": see _Stream
+    # Any API: answer with exactly this status, content type and body (a list of chunks is
+    # streamed as it is), whatever was asked: a maximal or malformed answer, byte for byte.
+    raw_reply: tuple[int, str, bytes | list[bytes]] | None = None
     open_streams: int = 0
     streams_closed_early: int = 0
     streams_completed: int = 0
@@ -258,6 +261,22 @@ class ClosingStreamingResponse(StreamingResponse):
             await self.events.aclose()
 
 
+def scripted(state: FakeUpstreamState) -> Response | None:
+    """The `raw_reply` the test set, if any."""
+    if state.raw_reply is None:
+        return None
+    status, content_type, body = state.raw_reply
+    if isinstance(body, bytes):
+        return Response(body, status, media_type=content_type)
+    chunks = list(body)
+
+    async def stream() -> AsyncGenerator[bytes, None]:
+        for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(stream(), status, media_type=content_type)
+
+
 async def _complete(state: FakeUpstreamState, body: dict[str, Any]) -> Response:
     reply = _pick_reply(state, body["messages"])
     tokens = TOKEN_PATTERN.findall(reply)
@@ -286,7 +305,7 @@ def create_fake_upstream(state: FakeUpstreamState) -> Starlette:
             check_auth(request, state.api_key)
             if state.fail_status is not None:
                 raise OpenAIError(state.fail_status, "The fake upstream was told to fail.")
-            return await _complete(state, _check_body(parsed))
+            return scripted(state) or await _complete(state, _check_body(parsed))
         except OpenAIError as exc:
             return exc.response()
 

@@ -1,0 +1,261 @@
+"""Every string of an answer the client receives: judged, structural, or an echo of the request.
+
+The codecs read an answer's text the way its API defines it (message content, refusals, tool
+calls, reasoning). That is an allow-list, and an answer carries more: hosted-tool outputs
+(Responses `mcp_call`, `web_search_call`, code interpreter and file search results,
+annotations; Messages `mcp_tool_result`, web search and fetch results, code execution output,
+citations), `logprobs` tokens, a thinking block's text in `content_block_start`, `*.done` and
+`response.completed` summaries, mid-stream `error` events, SSE lines that are not JSON. So,
+as on the request side (`fields.py`), the answer is walked whole, with one table per API:
+
+- a string the codec already reads, or one contained in what it read (a `.done` event that
+  repeats the deltas), is judged with the answer;
+- a structural value (an id, a model name, a finish reason, usage counts) is not text;
+- a string the client itself sent (the Responses API echoes `instructions`, `tools` and
+  `metadata`) tells the client nothing new, and was judged on the way in;
+- anything else is judged too, as part of the answer, before the client gets it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+
+from guardproxy.api.conversation import Conversation, EventRewriter, StreamCodec
+from guardproxy.api.fields import IDENTIFIER, FieldMap, Leaf
+from guardproxy.api.fields import Field as F
+from guardproxy.api.sse import DONE, SSEEvent, chunk_of
+from guardproxy.decision import Action
+from guardproxy.errors import GuardproxyError
+from guardproxy.masking import Masker
+from guardproxy.observe.exchange import Exchange
+from guardproxy.policy.model import TenantPolicy
+
+S, X = F.STRUCTURAL, F.OPAQUE
+SEPARATOR = "\n"
+# Keys an answer of the three APIs carries, besides the requests' own (`API_NAMES`): a key
+# outside these is read as text, and judged.
+ANSWER_NAMES = frozenset(
+    {
+        "choices", "index", "message", "delta", "finish_reason", "token", "bytes", "usage",
+        "prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
+        "completion_tokens_details", "cached_tokens", "reasoning_tokens", "audio_tokens",
+        "accepted_prediction_tokens", "rejected_prediction_tokens", "object", "created",
+        "system_fingerprint", "url_citation", "expires_at", "prompt_logprobs", "stop_reason",
+        "created_at", "completed_at", "output_text", "incomplete_details", "reason", "error",
+        "code", "param", "sequence_number", "output_index", "content_index", "item", "part",
+        "response", "obfuscation", "results", "queries", "query", "action", "sources",
+        "outputs", "logs", "container_id", "approval_request_id", "input_tokens",
+        "output_tokens", "input_tokens_details", "output_tokens_details", "stop_sequence",
+        "content_block", "cache_creation_input_tokens", "cache_read_input_tokens",
+        "server_tool_use", "web_search_requests", "web_fetch_requests", "cache_creation",
+        "ephemeral_5m_input_tokens", "ephemeral_1h_input_tokens", "page_age", "return_code",
+        "stdout", "stderr", "partial_json", "attributes", "score", "file_citation",
+        "container_file_citation", "file_path", "pattern", "sequence", "result",
+        "retrieved_at", "top_logprobs", "cache_creation_tokens", "server_tool_use_tokens",
+        "kv_transfer_params", "prompt_token_ids", "token_ids", "matched_stop",
+    }
+)  # fmt: skip
+# An answer's own identifiers, at its top level (beside `fields.STRUCTURAL_KEYS` anywhere).
+ANSWER_STRUCTURAL_PATHS = {
+    key: S for key in ("object", "model", "system_fingerprint", "service_tier")
+}
+CHAT_ANSWER: Mapping[str, F] = {
+    **ANSWER_STRUCTURAL_PATHS,
+    "usage.*": S, "choices[].finish_reason": S, "choices[].stop_reason": S,
+    "choices[].message.audio.data": X, "choices[].delta.audio.data": X,
+    "error.code": S, "error.type": S, "error.param": S,
+}  # fmt: skip
+RESPONSES_ANSWER: Mapping[str, F] = {
+    **ANSWER_STRUCTURAL_PATHS,
+    "usage.*": S, "response.usage.*": S, "response.model": S, "response.object": S,
+    "response.service_tier": S, "response.incomplete_details.reason": S,
+    "incomplete_details.reason": S, "response.error.code": S, "error.code": S, "code": S,
+    "response.truncation": S, "truncation": S, "response.text.verbosity": S,
+    "text.verbosity": S, "response.reasoning.effort": S, "reasoning.effort": S,
+    "response.tool_choice": S, "tool_choice": S, "response.prompt_cache_key": S,
+    "prompt_cache_key": S, "response.safety_identifier": S, "safety_identifier": S,
+    "response.previous_response_id": S, "previous_response_id": S, "response.user": S,
+    "user": S, "response.prompt_cache_retention": S, "prompt_cache_retention": S,
+}  # fmt: skip
+MESSAGES_ANSWER: Mapping[str, F] = {
+    **ANSWER_STRUCTURAL_PATHS,
+    "usage.*": S, "message.usage.*": S, "message.model": S, "stop_reason": S,
+    "message.stop_reason": S, "delta.stop_reason": S, "container.id": S,
+    "message.container.id": S, "error.type": S,
+}  # fmt: skip
+ANSWER_FIELDS: Mapping[str, FieldMap] = {
+    "chat.completions": FieldMap("chat.completions", CHAT_ANSWER, frozenset(), ANSWER_NAMES),
+    "responses": FieldMap("responses", RESPONSES_ANSWER, frozenset(), ANSWER_NAMES),
+    "messages": FieldMap("messages", MESSAGES_ANSWER, frozenset(), ANSWER_NAMES),
+}
+
+
+def sent_strings(request: Conversation) -> frozenset[str]:
+    """Every string of the client's request (values and keys): echoed back, it is no news."""
+    found: set[str] = set()
+    _strings(request.body, found)
+    return frozenset(text for text in found if text.strip())
+
+
+def unsaid(value: Any, table: FieldMap, said: str, sent: Collection[str]) -> list[str]:
+    """The judged strings of an answer (or one stream event) that `said` does not hold and
+    the client did not send itself, in order."""
+    return [text for text in _texts(table.leaves(value, strict=False)) if _new(text, said, sent)]
+
+
+def answer_texts(request: Conversation, answer: dict[str, Any]) -> list[str]:
+    """What a whole answer says, one string per choice, plus one for every other string of
+    it the codec does not read (hosted-tool outputs, logprobs tokens, annotations, ...)."""
+    texts = request.codec.answer_texts(answer)
+    table = ANSWER_FIELDS[request.codec.api]
+    extra = unsaid(answer, table, SEPARATOR.join(texts), sent_strings(request))
+    return [*texts, SEPARATOR.join(extra)] if extra else texts
+
+
+def mask_answer(
+    request: Conversation, answer: dict[str, Any], masker: Masker, types: Collection[str]
+) -> tuple[dict[str, Any], int]:
+    """A whole answer with the tenant's redaction applied to every string that is judged:
+    the codec's fields, then any other (a hosted tool's output that holds a key)."""
+    answer, found = request.codec.mask_answer(answer, masker, types)
+    if not types:
+        return answer, found
+    copied = False
+    for leaf in ANSWER_FIELDS[request.codec.api].leaves(answer, strict=False):
+        if leaf.kind is not F.JUDGED or leaf.is_key:
+            continue
+        masked, count = masker.mask(leaf.text, types)
+        if count:
+            answer = answer if copied else copy.deepcopy(answer)
+            copied = True
+            _put(answer, leaf.location, masked)
+            found += count
+    return answer, found
+
+
+def upstream_error_names(body: bytes, status: int) -> tuple[str, str | None, str | None]:
+    """An upstream error body's identifiers (type, code, param), OpenAI's or Anthropic's
+    shape, where they are identifiers: its message is free text, and never relayed."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    names = error if isinstance(error, dict) else {}
+    type_, code, param = (_identifier(names.get(key)) for key in ("type", "code", "param"))
+    return type_ or ("api_error" if status >= 500 else "invalid_request_error"), code, param
+
+
+def loose_text(event: SSEEvent) -> str:
+    """What the client receives of an event that holds no JSON object: a data line that is
+    not JSON (or is, but no object), and comment lines. `[DONE]` is structural."""
+    parts = [line[1:].strip() for line in _lines(event.raw) if line.startswith(":")]
+    data = event.data
+    if data is not None and data.strip() != DONE and chunk_of(event) is None:
+        parts.append(data)
+    return SEPARATOR.join(part for part in parts if part)
+
+
+class ClosedStream:
+    """A stream codec whose `text` is everything of each event the client will receive that
+    is not structural: the codec's deltas, and every other string, judged in its window.
+
+    Strings a later event repeats (`*.done`, `response.completed`, `message_start`) are
+    contained in what was judged before, and so are not judged twice.
+    """
+
+    def __init__(self, inner: StreamCodec, request: Conversation) -> None:
+        self.inner = inner
+        self.table = ANSWER_FIELDS[request.codec.api]
+        self.sent = sent_strings(request)
+        self._said: list[str] = []  # what text() returned, for repeats
+        self._joined, self._joined_count = "", 0
+
+    def text(self, chunk: dict[str, Any]) -> str:
+        own = self.inner.text(chunk)
+        extra = [t for t in unsaid(chunk, self.table, own, self.sent) if not self._repeats(t)]
+        text = SEPARATOR.join([own, *extra]) if extra else own
+        if text:
+            self._said.append(text)
+        return text
+
+    def texts(self, events: Sequence[SSEEvent]) -> list[str]:
+        texts = self.inner.texts(events)
+        said = SEPARATOR.join(texts)
+        extra: list[str] = []
+        for event in events:
+            chunk = chunk_of(event)
+            found = unsaid(chunk, self.table, said, self.sent) if chunk else [loose_text(event)]
+            extra += [text for text in found if text and text not in extra]
+        return [*texts, SEPARATOR.join(extra)] if extra else texts
+
+    def _repeats(self, text: str) -> bool:
+        if self._joined_count != len(self._said):
+            self._joined, self._joined_count = SEPARATOR.join(self._said), len(self._said)
+        return text in self._joined
+
+    # -- the rest is the API's own ----------------------------------------------------------
+
+    def in_call(self, chunk: dict[str, Any]) -> bool:
+        return self.inner.in_call(chunk)
+
+    def is_end(self, event: SSEEvent, chunk: dict[str, Any] | None) -> bool:
+        return self.inner.is_end(event, chunk)
+
+    def observe(self, chunk: dict[str, Any]) -> None:
+        self.inner.observe(chunk)
+
+    def released(self, events: Sequence[SSEEvent]) -> None:
+        self.inner.released(events)
+
+    def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None:
+        return self.inner.masking(masker, types)
+
+    def cut_off(
+        self, exchange: Exchange, tenant: TenantPolicy, action: Action, error: str | None
+    ) -> list[bytes]:
+        return self.inner.cut_off(exchange, tenant, action, error)
+
+    def error_event(self, exc: GuardproxyError) -> bytes:
+        return self.inner.error_event(exc)
+
+
+def _texts(leaves: Iterable[Leaf]) -> Iterable[str]:
+    for leaf in leaves:
+        if leaf.kind is F.JUDGED and leaf.text.strip():
+            yield leaf.text
+
+
+def _new(text: str, said: str, sent: Collection[str]) -> bool:
+    return text not in sent and text not in said
+
+
+def _strings(value: Any, found: set[str]) -> None:
+    if isinstance(value, str):
+        found.add(value)
+    elif isinstance(value, list):
+        for item in value:
+            _strings(item, found)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            found.add(key)
+            _strings(item, found)
+
+
+def _put(body: Any, location: tuple[str | int, ...], value: str) -> None:
+    *parents, last = location
+    for step in parents:
+        body = body[step]
+    body[last] = value
+
+
+def _identifier(value: Any) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) and value and IDENTIFIER.fullmatch(value) else None
+
+
+def _lines(raw: bytes) -> list[str]:
+    return raw.decode("utf-8", "replace").splitlines()
