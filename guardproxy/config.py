@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -234,13 +235,28 @@ class TracingSettings(Frozen):
         return self.enabled or self.otlp_endpoint is not None
 
 
+# Placeholders that examples, charts and tutorials ship: a key anyone can guess.
+WEAK_KEYS = frozenset(
+    {
+        "change-me", "changeme", "change_me", "change-this", "replace-me", "replaceme",
+        "your-key-here", "your-api-key", "your_api_key", "secret", "password", "admin",
+        "default", "example", "test", "guardproxy", "sk-change-me", "xxx", "123456",
+        "12345678", "none", "null",
+    }
+)  # fmt: skip
+WEAK_KEY_DIGESTS = frozenset(f"sha256:{hashlib.sha256(k.encode()).hexdigest()}" for k in WEAK_KEYS)
+
+
 def checked_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Keys as a policy or the admin settings hold them: literal, or `sha256:<64 hex>`."""
+    """Keys as a policy or the admin settings hold them: literal, or `sha256:<64 hex>`;
+    never a placeholder from an example or a chart (`change-me`), as is or hashed."""
     for key in keys:
         if not key.strip():
             raise ValueError(f"{what} is empty (is its environment variable set?)")
         if key.startswith("sha256:") and not re.fullmatch(r"sha256:[0-9a-f]{64}", key):
             raise ValueError("a sha256: key must be 64 lowercase hex digits")
+        if key.lower() in WEAK_KEYS or key in WEAK_KEY_DIGESTS:
+            raise ValueError(f"{what} is a well-known placeholder; set a strong random key")
     return keys
 
 

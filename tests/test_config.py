@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ keys: ["${ACME_KEY}", "sha256:%s"]
 guard: nemotron
 upstream: app
 """
-DIGEST_OF_SECRET = "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b"
+DIGEST_OF_SECRET = (
+    "d426d98392bc5954b2b1ec594b75377940e66769f8693ebecde5f78296846d5d"  # of "hashed-s3cret-key"
+)
 
 
 def make_config(tmp_path: Path, config: str = CONFIG, **tenants: str) -> Path:
@@ -81,7 +84,7 @@ def test_policies_authenticate_literal_and_hashed_keys(tmp_path: Path) -> None:
     settings = load_settings(make_config(tmp_path), ENV)
     policies = load_policies(settings, ENV)
     assert policies.authenticate("Bearer sk-acme").tenant == "acme"
-    assert policies.authenticate("bearer secret").tenant == "acme"
+    assert policies.authenticate("bearer hashed-s3cret-key").tenant == "acme"
     for header in (None, "", "Bearer ", "Basic sk-acme", "Bearer sk-other"):
         with pytest.raises(AuthenticationError):
             policies.authenticate(header)
@@ -92,6 +95,15 @@ def test_empty_key_is_refused_so_the_proxy_is_never_open(tmp_path: Path) -> None
     settings = load_settings(path, ENV)
     with pytest.raises(InvalidConfig, match=r"acme\.yaml:2: keys: a key is empty"):
         load_policies(settings, {**ENV, "ACME_KEY": ""})
+
+
+@pytest.mark.parametrize("key", ["change-me", "CHANGEME", "sha256:" + "0" * 64])
+def test_a_well_known_placeholder_key_is_refused(tmp_path: Path, key: str) -> None:
+    if key.startswith("sha256:"):  # the digest of a placeholder is as weak as the placeholder
+        key = "sha256:" + hashlib.sha256(b"change-me").hexdigest()
+    path = make_config(tmp_path)
+    with pytest.raises(InvalidConfig, match=r"keys: a key is a well-known placeholder"):
+        load_policies(load_settings(path, ENV), {**ENV, "ACME_KEY": key})
 
 
 def test_policy_problems_are_collected_across_files(tmp_path: Path) -> None:

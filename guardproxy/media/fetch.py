@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +33,8 @@ from guardproxy.media.addresses import (
 )
 from guardproxy.media.errors import MediaError
 from guardproxy.media.settings import ImagesSettings
+
+logger = logging.getLogger(__name__)
 
 MediaKind = Literal["image", "video"]
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
@@ -108,19 +111,21 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
     async def _checked_addresses(self, host: str, port: int) -> list[IPAddress]:
         literal = parse_ip(host)
+        # One answer for a name that does not resolve and one that resolves inside: the
+        # client learns nothing of the internal DNS. The address goes to the log.
+        refused = f"host {host!r} does not resolve to a public address"
         try:
             addresses = [literal] if literal is not None else await self._resolver(host, port)
         except OSError as exc:
-            raise BlockedConnection(f"host {host!r} does not resolve") from exc
+            logger.info("image host %r does not resolve: %s", host, exc)
+            raise BlockedConnection(refused) from exc
         if not addresses:
-            raise BlockedConnection(f"host {host!r} does not resolve")
+            raise BlockedConnection(refused)
         for ip in addresses:
             if not self._address_allowed(ip):
                 kind = address_kind(ip) or "disallowed"
-                article = "an" if kind[0] in "aeiou" else "a"
-                raise BlockedConnection(
-                    f"host {host!r} resolves to {article} {kind} address ({ip})"
-                )
+                logger.info("image host %r resolves to a %s address (%s)", host, kind, ip)
+                raise BlockedConnection(refused)
         return addresses
 
     async def connect_unix_socket(
@@ -220,7 +225,8 @@ class ImageFetcher:
         except httpx.TimeoutException:
             raise
         except httpx.HTTPError as exc:
-            reason = f"fetching from host {url.host!r} failed: {str(exc) or type(exc).__name__}"
+            logger.info("fetching from image host %r failed: %r", url.host, exc)
+            reason = f"fetching from host {url.host!r} failed ({type(exc).__name__})"
             raise MediaError(part, reason) from exc
 
     def _checked_url(self, raw: str, part: str, settings: ImagesSettings) -> httpx.URL:

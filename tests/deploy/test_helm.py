@@ -20,11 +20,19 @@ KUBERNETES = "1.33"
 REGION = 'region: "XX"\nname: "Example region"\nrules: |\n  - Treat as unsafe: example.\n'
 
 
+# What an install must set: the chart ships no working tenant key.
+KEYED = {"secret": {"values": {"EXAMPLE_TENANT_KEY": "3f9c2e1b7a6d4c08b5e2f1a9d7c3b6e4"}}}
+
+
 def render(values: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """kind/name -> manifest."""
-    rendered = chart.Chart.load(CHART).render(values, name="gp", namespace="ai")
+    """kind/name -> manifest, with a tenant key set as an install sets it."""
+    rendered = chart.Chart.load(CHART).render(with_key(values), name="gp", namespace="ai")
     manifests = [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
     return {f"{m['kind']}/{m['metadata']['name']}": m for m in manifests}
+
+
+def with_key(values: dict[str, Any] | None) -> dict[str, Any]:
+    return {**KEYED, **(values or {})}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +41,7 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 
 def test_the_chart_lints_clean_in_strict_mode() -> None:
-    report = chart.lint(CHART, strict=True)
+    report = chart.lint(CHART, with_key(None), strict=True)
     errors = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == []
     assert errors == []
@@ -48,6 +56,18 @@ def test_every_manifest_is_valid_kubernetes(values: dict[str, Any] | None) -> No
             kubernetes_validate.validate(manifest, KUBERNETES, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{name}: {exc.message}")
+
+
+@pytest.mark.parametrize("key", ["", "change-me", "CHANGEME"])
+def test_the_chart_refuses_to_render_without_a_strong_tenant_key(key: str) -> None:
+    values = {"secret": {"values": {"EXAMPLE_TENANT_KEY": key}}}
+    with pytest.raises(Exception, match="EXAMPLE_TENANT_KEY"):
+        chart.Chart.load(CHART).render(values, name="gp", namespace="ai")
+
+
+def test_an_existing_secret_needs_no_key_in_the_values() -> None:
+    values = {"secret": {"existingSecret": "keys", "values": {"EXAMPLE_TENANT_KEY": ""}}}
+    assert "Secret/gp-guardproxy-keys" not in render(values)
 
 
 def test_the_release_has_what_scaling_out_needs(manifests: dict[str, dict[str, Any]]) -> None:

@@ -228,13 +228,10 @@ async def test_up_to_max_redirects_are_followed(fetcher: ImageFetcher, server_po
         ("http://169.254.169.254/latest/meta-data/", "link-local address 169.254.169.254"),
         ("http://[::ffff:127.0.0.1]/", "loopback address ::ffff:"),  # 7f00:1 before 3.13
         ("http://[::1]:8080/", "loopback address ::1 is not allowed"),
-        (
-            "http://private.test/cat.png",
-            "host 'private.test' resolves to a private address (10.0.0.5)",
-        ),
-        ("http://metadata.test/", "resolves to a link-local address (169.254.169.254)"),
-        ("http://mixed.test/", "host 'mixed.test' resolves to a private address (10.0.0.5)"),
-        ("http://nowhere.test/", "host 'nowhere.test' does not resolve"),
+        ("http://private.test/cat.png", "host 'private.test' does not resolve to a public"),
+        ("http://metadata.test/", "host 'metadata.test' does not resolve to a public address"),
+        ("http://mixed.test/", "host 'mixed.test' does not resolve to a public address"),
+        ("http://nowhere.test/", "host 'nowhere.test' does not resolve to a public address"),
     ],
 )
 async def test_non_public_destinations_are_refused(
@@ -242,6 +239,7 @@ async def test_non_public_destinations_are_refused(
 ) -> None:
     error = await refused(strict_fetcher, url)
     assert reason in error.message
+    assert "10.0.0.5" not in error.message  # no DNS answer reaches the client
 
 
 @pytest.mark.parametrize("host", ["localhost", "2130706433", "0x7f.1", "127.1"])
@@ -249,7 +247,7 @@ async def test_system_resolver_answers_are_checked_too(host: str) -> None:
     # glibc reads the numeric forms as 127.0.0.1 (inet_aton); another libc may not resolve them.
     async with ImageFetcher() as fetcher:
         error = await refused(fetcher, f"http://{host}/")
-    assert "resolves to a loopback address" in error.message or "does not resolve" in error.message
+    assert "does not resolve to a public address" in error.message
 
 
 async def test_redirect_to_a_private_address_is_refused(
@@ -257,7 +255,7 @@ async def test_redirect_to_a_private_address_is_refused(
 ) -> None:
     url = f"http://images.test:{server_port}/redirect?to=http://private.test/x"
     error = await refused(fetcher, url)
-    assert "'private.test' resolves to a private address (10.0.0.5)" in error.message
+    assert "'private.test' does not resolve to a public address" in error.message
 
 
 async def test_redirect_to_a_literal_metadata_address_is_refused(
