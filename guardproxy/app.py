@@ -444,10 +444,10 @@ async def _readiness(state: State, runtime: Runtime) -> dict[str, Any]:
 
 
 def _admin_reads(request: Request, runtime: Runtime) -> bool:
-    """An admin key as a Bearer token (or the reviewer page's session cookie)."""
+    """An admin key as a Bearer token (the reviewer page's cookie is scoped to /admin)."""
     admin = runtime.settings.admin
     keys = AdminKeys(tuple(key_digest(key) for key in admin.keys), admin.session_hours * 3600)
-    return keys.enabled and keys.admits(request)
+    return keys.enabled and keys.bearer(request)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -269,6 +269,11 @@ class AdminSettings(Frozen):
     port: int | None = Field(default=None, ge=1, le=65535)
     host: str = "127.0.0.1"
     session_hours: float = Field(default=8.0, gt=0)
+    # Where reviewers open the page (`https://review.example.com`): an https URL makes the
+    # session cookie `Secure` even when TLS ends at a load balancer. Without it, the request's
+    # scheme decides, which uvicorn reads from `X-Forwarded-Proto` only for the proxies in
+    # `FORWARDED_ALLOW_IPS` (127.0.0.1 by default).
+    public_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @field_validator("keys")
     @classmethod

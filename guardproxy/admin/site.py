@@ -7,6 +7,7 @@ and `/admin/api/*` route needs an admin key (auth.py).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
-from guardproxy.admin.auth import COOKIE, AdminKeys
+from guardproxy.admin.auth import COOKIE, AdminAccess, AdminKeys, LoginThrottle
 from guardproxy.admin.chart import block_chart
 from guardproxy.admin.playground import PlaygroundCase, run_playground
+from guardproxy.admin.sessions import DatabaseSessions, MemorySessions, SessionStore
 from guardproxy.audit.query import (
     DecisionFilter,
     blocks_per_category,
@@ -41,6 +44,19 @@ ACTIONS = ("allow", "flag", "block", "error")
 APIS = ("chat.completions", "responses", "messages")
 CHART_HOURS = 24
 MAX_FORM_BYTES = 8 * 1024 * 1024  # the playground's image arrives as a data: URL
+MAX_PAGE = 100_000
+# Every admin response: no framing, no sniffing, no referrer; pages add a nonce'd CSP.
+HEADERS = {
+    "cache-control": "no-store",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+}
+PAGE_POLICY = (
+    "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -52,6 +68,19 @@ class AdminSite:
     def __init__(self, state: Callable[[], Any], keys: AdminKeys) -> None:
         self.state, self.keys = state, keys
         self.templates = Jinja2Templates(directory=TEMPLATES)
+        self.access = AdminAccess(keys, self._sessions)
+        self.throttle = LoginThrottle()
+        self._memory = MemorySessions()
+        self._database: DatabaseSessions | None = None
+
+    def _sessions(self) -> SessionStore:
+        """The audit database's sessions (shared by workers and replicas), else the process's."""
+        engine = self.store
+        if engine is None:
+            return self._memory
+        if self._database is None or self._database.engine is not engine:
+            self._database = DatabaseSessions(engine)
+        return self._database
 
     def runtime(self) -> Runtime:
         runtime: Runtime = self.state().runtime
@@ -71,24 +100,24 @@ class AdminSite:
             "/admin/api/decisions/{request_id}": self.api_decision,
         }
         routes: list[BaseRoute] = [
-            Route(path, self._admitted(endpoint), methods=["GET"])
+            Route(path, _headed(self._admitted(endpoint)), methods=["GET"])
             for path, endpoint in guarded.items()
         ]
-        playground = self._admitted(self.playground)
+        playground = _headed(self._admitted(self.playground))
         return [
             *routes,
             Route("/admin/playground", playground, methods=["GET", "POST"]),
-            Route("/admin", self.to_index, methods=["GET"]),
-            Route("/admin/login", self.login_form, methods=["GET"]),
-            Route("/admin/login", self.login, methods=["POST"]),
-            Route("/admin/logout", self.logout, methods=["POST"]),
+            Route("/admin", _headed(self.to_index), methods=["GET"]),
+            Route("/admin/login", _headed(self.login_form), methods=["GET"]),
+            Route("/admin/login", _headed(self.login), methods=["POST"]),
+            Route("/admin/logout", _headed(self.logout), methods=["POST"]),
         ]
 
     # -- access -----------------------------------------------------------------------------
 
     def _admitted(self, endpoint: Endpoint) -> Endpoint:
         async def admitted(request: Request) -> Response:
-            if self.keys.admits(request):
+            if await self.access.admits(request):
                 return await endpoint(request)
             if request.url.path.startswith("/admin/api/") or "authorization" in request.headers:
                 body = {"error": {"message": self._refusal(request), "type": "unauthorized"}}
@@ -120,30 +149,54 @@ class AdminSite:
     async def login(self, request: Request) -> Response:
         form = await _form(request)
         key, target = form.get("key", ""), _local(form.get("next"))
+        address = self._client(request)
+        wait = self.throttle.retry_after(address)
+        if wait is not None:
+            error = f"Too many failed logins; try again in {wait} s."
+            response = self._page(request, "login.html", 429, next=target, error=error)
+            response.headers["retry-after"] = str(wait)
+            return response
         digest = self.keys.accepts(key) if key else None
         if digest is None:
+            self.throttle.failed(address)
             error = (
                 "A tenant key does not open the reviewer page; use an admin key."
                 if self._is_tenant_key(key)
                 else "That is not an admin key."
             )
             return self._page(request, "login.html", 401, next=target, error=error)
+        self.throttle.succeeded(address)
         response = RedirectResponse(target, 303)
         response.set_cookie(
             COOKIE,
-            self.keys.session(digest),
+            await self.access.open(digest),
             max_age=int(self.keys.session_s),
             path="/admin",
             httponly=True,
             samesite="strict",
-            secure=request.url.scheme == "https",
+            secure=self._is_https(request),
         )
         return response
 
     async def logout(self, request: Request) -> Response:
+        await self.access.close(request)  # the session ends on the server, not only here
         response = RedirectResponse("/admin/login", 303)
-        response.delete_cookie(COOKIE, path="/admin")
+        response.delete_cookie(COOKIE, path="/admin", secure=self._is_https(request))
         return response
+
+    def _is_https(self, request: Request) -> bool:
+        """As the browser sees the page: the configured public URL's scheme, else the
+        request's (which uvicorn takes from `X-Forwarded-Proto` for the proxies it trusts:
+        `FORWARDED_ALLOW_IPS`, 127.0.0.1 by default)."""
+        public_url = self.runtime().settings.admin.public_url
+        if public_url:
+            return public_url.startswith("https://")
+        return request.url.scheme == "https"
+
+    def _client(self, request: Request) -> str:
+        """The address failed logins are counted against (behind a trusted proxy, uvicorn
+        has already put the forwarded client's here)."""
+        return request.client.host if request.client else ""
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -226,10 +279,26 @@ class AdminSite:
         return self._page(request, "playground.html", tenants=tenants, case=case, result=result)
 
     def _page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        nonce = secrets.token_urlsafe(16)
+        context = {**context, "csp_nonce": nonce}
         response = self.templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers["cache-control"] = "no-store"
-        response.headers["x-frame-options"] = "DENY"
+        response.headers.update(
+            {**HEADERS, "content-security-policy": PAGE_POLICY.format(nonce=nonce)}
+        )
         return response
+
+
+def _headed(endpoint: Endpoint) -> Endpoint:
+    """`endpoint` with the admin headers on every response it gives (pages set their own
+    content security policy, with the nonce of their inline style and script)."""
+
+    async def headed(request: Request) -> Response:
+        response = await endpoint(request)
+        for name, value in HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    return headed
 
 
 def _filter(request: Request) -> DecisionFilter:
@@ -256,8 +325,11 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _page_number(request: Request) -> int:
-    value = request.query_params.get("page", "1")
-    return int(value) if value.isdigit() and int(value) > 0 else 1
+    """`?page=N`, 1 to `MAX_PAGE`; anything else is the client's mistake, a 400."""
+    value = request.query_params.get("page", "1") or "1"
+    if not (value.isascii() and value.isdigit() and len(value) <= 6 and 0 < int(value) <= MAX_PAGE):
+        raise HTTPException(400, f"page must be a whole number from 1 to {MAX_PAGE}")
+    return int(value)
 
 
 def _hour(moment: datetime) -> datetime:

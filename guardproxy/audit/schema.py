@@ -65,3 +65,14 @@ decision_categories = Table(
     Column("category", String(128), primary_key=True),
     Index("ix_decision_categories_category", "category", "direction"),
 )
+
+# The reviewer page's sessions (admin/sessions.py): the SHA-256 of each browser's random token,
+# the admin key it was opened with (by its SHA-256), and the expiry the server chose.
+admin_sessions = Table(
+    "admin_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("key_sha256", String(64), nullable=False),
+    Column("expires", Float, nullable=False),  # Unix time
+    Index("ix_admin_sessions_expires", "expires"),
+)

@@ -26,7 +26,7 @@ from guardproxy.guards.protocols import (
     guard_calls,
 )
 from guardproxy.masking import Masker
-from guardproxy.policy.model import PolicySet, RegionPack, TenantPolicy
+from guardproxy.policy.model import PolicySet, RegionPack, TenantPolicy, key_digest
 from guardproxy.policy.profile import build_profiles
 from guardproxy.redaction import DETECTORS
 from guardproxy.verdict import GuardInput, GuardPolicy
@@ -190,6 +190,7 @@ def _cross_check(
     problems: list[ConfigError] = []
     names: set[str] = set()
     digests: dict[bytes, str] = {}
+    admin = {key_digest(key) for key in settings.admin.keys}
     packs = {pack.region: pack for pack in regions}
     for policy, doc in tenants:
         problems += _check_references(settings, policy, doc, packs)
@@ -199,6 +200,9 @@ def _cross_check(
         for i, digest in enumerate(policy.key_digests()):
             if digest in digests and digests[digest] != policy.tenant:
                 message = f"keys: key {i + 1} is also a key of tenant {digests[digest]!r}"
+                problems.append(doc.error(("keys", i), message))
+            if digest in admin:  # checked on every load, so a hot reload cannot add one
+                message = f"keys: key {i + 1} is also an admin key; give the tenant its own"
                 problems.append(doc.error(("keys", i), message))
             digests[digest] = policy.tenant
     return problems

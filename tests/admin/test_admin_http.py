@@ -111,5 +111,5 @@ def test_an_admin_port_serves_the_pages_there_and_not_on_the_main_port(
 def test_an_admin_key_that_is_also_a_tenant_key_is_refused_at_start(
     start_proxy: ProxyFactory, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError, match="also a tenant key"):
+    with pytest.raises(ConfigError, match="also an admin key"):
         start_proxy(config_extra={"admin": {"keys": [TENANT_KEY]}})
