@@ -202,3 +202,20 @@ def test_redaction_masks_a_hosted_tool_output_as_it_masks_text(start_proxy: Any)
     response = proxy.client().responses.create(model="m", input="Search.")
     assert "jane.doe@example.com" not in response.model_dump_json()
     assert "write to " in response.output[0].model_dump_json()
+
+
+def test_a_plain_stream_is_judged_once_on_every_api(proxy: Proxy) -> None:
+    """Summaries that repeat the deltas (`.done`, `response.completed`, `message_start`) and
+    the request's own `instructions` echoed back add nothing to what the guard reads."""
+    reply = proxy.upstream.reply
+    chat: Any = proxy.client().chat.completions.create(model="m", messages=ASK, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices) == reply
+    with proxy.client().responses.stream(
+        model="m", input="Tell me about roses.", instructions="Answer in one line."
+    ) as stream:
+        assert stream.get_final_response().output_text == reply
+    with proxy.anthropic().messages.stream(model="m", max_tokens=64, messages=ASK) as told:
+        assert told.get_final_text() == reply
+    for number in (1, 2, 3):
+        moderation = proxy.record(number)["moderation"]
+        assert moderation["answer_chars"] == len(reply), number

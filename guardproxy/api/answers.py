@@ -170,16 +170,18 @@ class ClosedStream:
         self.inner = inner
         self.table = ANSWER_FIELDS[request.codec.api]
         self.sent = sent_strings(request)
-        self._said: list[str] = []  # what text() returned, for repeats
+        # What was judged so far: the API's deltas run on into each other ("Hel" + "lo"), so
+        # a summary repeats a stretch of them; every other string stands alone.
+        self._deltas: list[str] = []
+        self._extras: list[str] = []
         self._joined, self._joined_count = "", 0
 
     def text(self, chunk: dict[str, Any]) -> str:
         own = self.inner.text(chunk)
         extra = [t for t in unsaid(chunk, self.table, own, self.sent) if not self._repeats(t)]
-        text = SEPARATOR.join([own, *extra]) if extra else own
-        if text:
-            self._said.append(text)
-        return text
+        self._deltas.append(own)
+        self._extras += extra
+        return SEPARATOR.join([own, *extra]) if extra else own
 
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         texts = self.inner.texts(events)
@@ -192,8 +194,10 @@ class ClosedStream:
         return [*texts, SEPARATOR.join(extra)] if extra else texts
 
     def _repeats(self, text: str) -> bool:
-        if self._joined_count != len(self._said):
-            self._joined, self._joined_count = SEPARATOR.join(self._said), len(self._said)
+        if text in self._extras:
+            return True
+        if self._joined_count != len(self._deltas):
+            self._joined, self._joined_count = "".join(self._deltas), len(self._deltas)
         return text in self._joined
 
     # -- the rest is the API's own ----------------------------------------------------------

@@ -45,6 +45,7 @@ class Field(StrEnum):
 
 
 J, S, X, M, R = Field.JUDGED, Field.STRUCTURAL, Field.OPAQUE, Field.MEDIA, Field.REFUSED
+HOLDERS = (str, list, dict)  # what holds a string: anything else is a number, boolean or null
 CONTEXT_ROLE = "context"  # a turn of fields the codec does not read as conversation
 # A structural value: an identifier, enum, model name, id or timestamp. Text with a space or
 # any other character outside this set is read as text, and judged.
@@ -249,12 +250,16 @@ class FieldMap:
         inherited = self.below.get(pattern, above)
         if isinstance(value, list):
             for index, item in enumerate(value):
-                self._walk(item, (*at, index), pattern + "[]", inherited, found, checked)
+                if isinstance(item, HOLDERS):
+                    self._walk(item, (*at, index), pattern + "[]", inherited, found, checked)
         elif isinstance(value, dict):
             names_are_text = inherited is not S
             for key, item in value.items():
+                known = key in self.names
+                if not isinstance(item, HOLDERS) and known:
+                    continue  # a number, boolean or null under a name of the API's own
                 where = (*at, key)
-                if key not in self.names and (names_are_text or not IDENTIFIER.fullmatch(key)):
+                if not known and (names_are_text or not IDENTIFIER.fullmatch(key)):
                     found.append(Leaf(where, checked(key, where), J, is_key=True))
                 child = inherited
                 if child is None and key in STRUCTURAL_OBJECTS:

@@ -165,7 +165,7 @@ async def _stream(
         async for raw in items:
             yield raw
         done = _response(body, "completed", output, _usage(prompt, len(tokens)))
-        yield event("response.completed", response=done)
+        yield event("response.completed", response={**done, "id": start["id"]})  # one response
         finished = True
     finally:
         state.open_streams -= 1
