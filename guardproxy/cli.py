@@ -15,20 +15,21 @@ import httpx
 import yaml
 
 from guardproxy.audit.store import migrate, open_engine
-from guardproxy.checks import CheckResult, CheckStatus
 from guardproxy.config import Settings, load_settings
-from guardproxy.decision import decide
-from guardproxy.errors import ConfigError, GuardError, RequestError
+from guardproxy.errors import ConfigError, RequestError
 from guardproxy.guards.client import build_guard
+from guardproxy.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange, runner
 from guardproxy.lifecycle.commands import add_eval, add_replay
+from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
+from guardproxy.media.request import GuardImage
 from guardproxy.observe.logs import configure as configure_logs
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
-from guardproxy.policy.profile import DirectionRules, build_profiles
+from guardproxy.policy.profile import build_profiles
 from guardproxy.policy.view import show_guard_request
-from guardproxy.verdict import Direction, GuardInput, Verdict
+from guardproxy.verdict import Direction
 
 DEFAULT_CONFIG = Path("guardproxy.yaml")
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -238,30 +239,33 @@ def _policy_show(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
+    """TEXT (with --image and --response) as the proxy would judge the exchange: the prompt,
+    then the answer in context if the prompt passes, through the one judging core."""
     settings, policies, tenant = _load_tenant(args)
-    profile = build_profiles(tenant, policies.regions)[""]
-    direction = Direction.INPUT if args.response is None else Direction.OUTPUT
-    rules = profile.rules(direction)
-    try:
-        verdict = asyncio.run(_ask(settings, tenant, rules, args))
-    except GuardError as exc:
-        print(f"guard error: {exc}", file=sys.stderr)
+    judgement = asyncio.run(_judge(settings, policies, tenant, args))
+    errors = [r.result.error for r in (judgement.input, judgement.output) if r.result.error]
+    if errors:
+        print(f"guard error: {errors[0]}", file=sys.stderr)
         return 3
-    print(_describe(verdict, direction, tenant, rules))
+    print(_describe(judgement, tenant))
     return 0
 
 
-async def _ask(
-    settings: Settings, tenant: TenantPolicy, rules: DirectionRules, args: argparse.Namespace
-) -> Verdict:
-    """The tenant's guard, with its policy, on TEXT (and the image, prepared as the proxy would)."""
+async def _judge(
+    settings: Settings, policies: PolicySet, tenant: TenantPolicy, args: argparse.Namespace
+) -> Judgement:
+    """The tenant's guard and policy on the exchange (the image prepared as the proxy would)."""
+    profile = build_profiles(tenant, policies.regions)[""]
     async with httpx.AsyncClient() as client, ImageFetcher() as fetcher:
         image = None
         if args.image is not None:
             url = _image_url(args.image)
             image = (await prepare_image(url, "--image", tenant.images, fetcher)).guard_data_url()
-        check = GuardInput(args.text, image, args.response, rules.reasoning, rules.guard_policy)
-        return await build_guard(client, settings.guards[tenant.guard]).classify(check)
+        images = (GuardImage("--image", image),) if image else ()
+        answers = (args.response,) if args.response is not None else ()
+        case = Case(args.text, images, (), answers, image)
+        run = runner(build_guard(client, settings.guards[tenant.guard]))
+        return await judge_exchange(run, tenant, profile, case, Masker.for_policy(tenant.redaction))
 
 
 def _image_url(image: str) -> str:
@@ -274,27 +278,29 @@ def _image_url(image: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(Path(image).read_bytes()).decode()}"
 
 
-def _describe(
-    verdict: Verdict, direction: Direction, tenant: TenantPolicy, rules: DirectionRules
-) -> str:
-    status = CheckStatus.UNSAFE if verdict.is_unsafe(direction) else CheckStatus.SAFE
-    result = CheckResult(status, verdict.categories, policy_violation=verdict.policy_violation)
-    action = decide(result, tenant, rules)
+def _describe(judgement: Judgement, tenant: TenantPolicy) -> str:
+    checked = judgement.checked
+    verdicts = [v for r in (judgement.input, judgement.output) for v in r.result.verdicts]
     lines = [
         f"tenant:     {tenant.tenant} (guard {tenant.guard})",
-        f"checked:    {direction.value}",
-        f"user:       {verdict.user.value if verdict.user else '-'}",
-        f"response:   {verdict.response.value if verdict.response else '-'}",
-        f"categories: {', '.join(verdict.categories) or '-'}",
-        f"decision:   {action.value}",
+        f"checked:    {'input, output' if checked is judgement.output else 'input'}",
+        f"user:       {judgement.input.result.status.value}",
+        f"response:   {_status(judgement.output)}",
+        f"categories: {', '.join(judgement.categories) or '-'}",
+        f"decision:   {judgement.outcome}",
     ]
-    if verdict.policy_violation:
+    if judgement.monitor:
+        lines.append(f"would:      {judgement.decided.value}")
+    if any(r.result.policy_violation for r in (judgement.input, judgement.output)):
         lines.insert(-1, "policy:     violated (policy_action applies)")
-    if verdict.reasoning_unavailable:
+    if any(v.reasoning_unavailable for v in verdicts):
         lines.append("reasoning:  unavailable (the guard returned no trace)")
-    if verdict.reasoning:
-        lines.append(f"reasoning:  {verdict.reasoning.strip()}")
+    lines += [f"reasoning:  {v.reasoning.strip()}" for v in verdicts if v.reasoning]
     return "\n".join(lines)
+
+
+def _status(ruling: Ruling) -> str:
+    return "-" if ruling is NOT_JUDGED else ruling.result.status.value
 
 
 if __name__ == "__main__":

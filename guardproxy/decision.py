@@ -6,19 +6,12 @@ a suppressed category stays allowed even if the model names it anyway.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from guardproxy.checks import CheckResult, CheckStatus
+from guardproxy.core.actions import Action, most_severe_action
 from guardproxy.policy.model import CategoryAction, TenantPolicy
 from guardproxy.policy.profile import NEEDS_CAUTION, DirectionRules, most_severe
 
-
-class Action(StrEnum):
-    ALLOW = "allow"
-    FLAG = "flag"  # allowed, and marked in the audit record and headers
-    REDACT = "redact"  # allowed once the spans of the flagged categories are masked
-    BLOCK = "block"  # the content is unsafe: answer with the tenant's block shape
-    FAIL = "fail"  # no verdict and the tenant fails closed: 503 guard_unavailable
+__all__ = ["Action", "categories_to_redact", "decide", "most_severe_action"]
 
 
 def decide(result: CheckResult, tenant: TenantPolicy, rules: DirectionRules) -> Action:

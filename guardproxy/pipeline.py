@@ -37,7 +37,7 @@ from guardproxy.checks import (
     output_checks,
     run_checks,
 )
-from guardproxy.decision import Action, categories_to_redact, decide
+from guardproxy.decision import Action
 from guardproxy.errors import (
     GuardError,
     GuardOverloaded,
@@ -46,6 +46,7 @@ from guardproxy.errors import (
     RequestError,
     UpstreamError,
 )
+from guardproxy.judging import STOPS, Ruling, rule
 from guardproxy.lifecycle.shadow import Judged, ShadowRoute
 from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
@@ -196,32 +197,16 @@ class ChatFlow:
         )
         result = await run_checks(self.route.guard, checks, labels)
         self.exchange.input = result
-        action = self._act(result, rules, "input")
-        if action is Action.REDACT:
-            return self._redact_input(result, rules)
-        return self._blocked() if action is Action.BLOCK else body
+        texts = [self.request.prompt, *(turn.text for turn in turns)]
+        ruling = self._act(result, rules, "input", texts)
+        if ruling.action is Action.REDACT:
+            return self._redact_input(ruling.redact)
+        return self._blocked() if ruling.action is Action.BLOCK else body
 
-    def _redact_input(self, result: CheckResult, rules: DirectionRules) -> bytes | Response:
-        texts = [self.request.prompt, *(turn.text for turn in self.request.history)]
-        types = self._redaction(result, rules, texts)
-        if types is None:
-            return self._blocked()
+    def _redact_input(self, types: frozenset[str]) -> bytes:
         body, found = self.codec.mask_request(self.request, self.masker, types)
         self.exchange.redacted["input"] = found
         return body
-
-    def _redaction(
-        self, result: CheckResult, rules: DirectionRules, texts: list[str]
-    ) -> frozenset[str] | None:
-        """The detectors a `redact` verdict runs, or None when it must block instead: a
-        category with no detectors (or none named), or nothing of theirs in `texts`."""
-        categories = categories_to_redact(result, rules)
-        if not categories or any(c not in CATEGORY_DETECTORS for c in categories):
-            return None
-        own = frozenset(d for c in categories for d in CATEGORY_DETECTORS[c])
-        if not any(self.masker.redactor.find(text, own) for text in texts):
-            return None
-        return self.masker.always | own
 
     # -- upstream ---------------------------------------------------------------------------
 
@@ -263,13 +248,10 @@ class ChatFlow:
             answers = self._output_checks(texts, rules)
             result = await run_checks(self.route.guard, answers)
             self.exchange.output = result
-            action = self._act(result, rules, "output")
-            if action is Action.REDACT:
-                redaction = self._redaction(result, rules, texts)
-                action = Action.BLOCK if redaction is None else action
-                types = redaction or types
-            if action is Action.BLOCK:
+            ruling = self._act(result, rules, "output", texts)
+            if ruling.action is Action.BLOCK:
                 return self._blocked(completion.get("usage"))
+            types = ruling.redact or types
         else:
             self.exchange.output = OFF
         completion, found = mask_answer(self.request, completion, self.masker, types)
@@ -333,15 +315,12 @@ class ChatFlow:
         return result
 
     def _judge_window(self, result: CheckResult, text: str) -> Action:
-        action = self._enforced(decide(result, self.tenant, self.profile.output), "output")
-        if action is Action.FLAG and "output" not in self.exchange.flags:
+        """A window's action for the moderator. The masker already runs every `redact`
+        category's detectors on the stream, so a `redact` it can act on passes."""
+        ruling = self._ruling(result, self.profile.output, "output", [text])
+        if ruling.action is Action.FLAG and "output" not in self.exchange.flags:
             self.exchange.flag("output")
-        if action is Action.REDACT:
-            # The masker already runs every `redact` category's detectors on this stream; a
-            # verdict it cannot act on (nothing maskable, or no detectors) blocks.
-            redaction = self._redaction(result, self.profile.output, [text])
-            return Action.BLOCK if redaction is None else Action.ALLOW
-        return Action.ALLOW if action is Action.FLAG else action
+        return ruling.action if ruling.action in STOPS else Action.ALLOW
 
     def _cut_off(self, action: Action) -> list[bytes]:
         error = self.exchange.output.error
@@ -360,14 +339,10 @@ class ChatFlow:
         checks = self._output_checks(texts, rules)
         result = await run_checks(self.route.guard, checks)
         self.exchange.output = result
-        action = self._act(result, rules, "output")
-        types = self._stream_mask_types()
-        if action is Action.REDACT:
-            redaction = self._redaction(result, rules, texts)
-            action = Action.BLOCK if redaction is None else action
-            types = types | (redaction or frozenset())
-        if action is Action.BLOCK:
+        ruling = self._act(result, rules, "output", texts)
+        if ruling.action is Action.BLOCK:
             return self._blocked()
+        types = self._stream_mask_types() | ruling.redact
         self.exchange.status = reply.status
         masking = self.stream_codec.masking(self.masker, types)
         return replay_response(buffered.events, reply, self.exchange, masking)
@@ -378,20 +353,24 @@ class ChatFlow:
 
     # -- decisions --------------------------------------------------------------------------
 
-    def _enforced(self, action: Action, direction: str) -> Action:
-        """A monitored tenant's block, redaction or failure is recorded, not carried out."""
-        if not self.exchange.monitor or action in (Action.ALLOW, Action.FLAG):
-            return action
-        self.exchange.monitored(direction, action.value)
-        return Action.ALLOW
+    def _ruling(
+        self, result: CheckResult, rules: DirectionRules, direction: str, texts: list[str]
+    ) -> Ruling:
+        """The one judging core's ruling; a monitored tenant's is recorded, not carried out."""
+        ruling = rule(result, self.tenant, rules, texts, self.masker, self.exchange.monitor)
+        if ruling.monitored:
+            self.exchange.monitored(direction, ruling.decided.value)
+        return ruling
 
-    def _act(self, result: CheckResult, rules: DirectionRules, direction: str) -> Action:
-        action = self._enforced(decide(result, self.tenant, rules), direction)
-        if action is Action.FAIL:  # on_guard_error: block fails the request, never silently
+    def _act(
+        self, result: CheckResult, rules: DirectionRules, direction: str, texts: list[str]
+    ) -> Ruling:
+        ruling = self._ruling(result, rules, direction, texts)
+        if ruling.action is Action.FAIL:  # on_guard_error: block fails the request
             raise _guard_failure(result)
-        if action is Action.FLAG:
+        if ruling.action is Action.FLAG:
             self.exchange.flag(direction)
-        return action
+        return ruling
 
     def _blocked(self, usage: Any = None) -> Response:
         tenant = self.tenant

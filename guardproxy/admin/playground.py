@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guardproxy.checks import CheckResult, run_checks
-from guardproxy.decision import decide
+from guardproxy.checks import CheckResult
 from guardproxy.errors import RequestError
+from guardproxy.judging import Case, judge_exchange, runner
 from guardproxy.media.images import prepare_image
-from guardproxy.verdict import Direction, GuardInput
+from guardproxy.media.request import GuardImage
+from guardproxy.verdict import Direction
 
 if TYPE_CHECKING:
     from guardproxy.app import Runtime
@@ -40,9 +41,13 @@ class PlaygroundResult:
     check: CheckResult | None = None
     action: str = ""
     error: str = ""
+    would: str = ""  # a monitored tenant's unenforced action
+    categories: tuple[str, ...] = ()  # named by either direction's check
 
 
 async def run_playground(runtime: Runtime, case: PlaygroundCase) -> PlaygroundResult:
+    """The exchange as the proxy would judge it (the prompt first, then the response in
+    context), through the one judging core and the tenant's live route."""
     direction = case.direction.value
     tenant = runtime.policies.tenants.get(case.tenant)
     if tenant is None:
@@ -51,15 +56,21 @@ async def run_playground(runtime: Runtime, case: PlaygroundCase) -> PlaygroundRe
         return PlaygroundResult(direction, error="Write a prompt to check.")
     route = runtime.route_for(tenant)
     try:
-        rules = route.profile(case.region or None).rules(case.direction)
+        profile = route.profile(case.region or None)
         image = None
         if case.image:
             prepared = await prepare_image(case.image, "image", tenant.images, runtime.fetcher)
             image = prepared.guard_data_url()
     except RequestError as exc:
         return PlaygroundResult(direction, error=str(exc))
-    response = case.response or None
-    check = GuardInput(case.prompt, image, response, rules.reasoning, rules.guard_policy)
-    result = await run_checks(route.guard, [check])
-    action = decide(result, tenant, rules)
-    return PlaygroundResult(direction, result, action.value, result.error or "")
+    images = (GuardImage("image", image),) if image else ()
+    answers = (case.response,) if case.response else ()
+    judged = Case(case.prompt, images, (), answers, image)
+    judgement = await judge_exchange(runner(route.guard), tenant, profile, judged, route.masker)
+    checked = judgement.checked
+    direction = "output" if checked is judgement.output else "input"
+    would = judgement.decided.value if judgement.monitor else ""
+    error = checked.result.error or ""
+    return PlaygroundResult(
+        direction, checked.result, judgement.outcome, error, would, judgement.categories
+    )

@@ -1,38 +1,45 @@
-"""One text (a prompt, or a prompt and its answer) through a tenant's policy on its real
-guard, as the proxy would judge it: the same profile, guard request, verdict and decision."""
+"""An exchange (a prompt, its image, and the answer if there is one) through a tenant's policy on
+its real guard, as the proxy would judge it: through the one judging core (`judging.py`), the
+prompt first and the answer in context only if the prompt passes. `eval` and `replay` use it,
+with a verdict file that answers checks already asked."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import httpx
 
-from guardproxy.checks import CheckStatus, Guard, run_checks
+from guardproxy.checks import CheckResult, CheckStatus, Guard, run_checks
 from guardproxy.config import Settings
-from guardproxy.decision import Action, decide
+from guardproxy.decision import Action
 from guardproxy.guards.client import build_guard
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
+from guardproxy.judging import Case, Judgement, judge_exchange
 from guardproxy.lifecycle.verdicts import VerdictFile
+from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
+from guardproxy.media.request import GuardImage
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles, select_profile
-from guardproxy.verdict import Direction, GuardInput
+from guardproxy.verdict import GuardInput
 
 POSITIVE = (Action.BLOCK, Action.REDACT)  # the content would not pass as it came
 
 
 @dataclass(frozen=True)
 class Outcome:
-    action: str
+    action: str  # as the audit record says it (`monitor` for a monitored tenant)
     categories: tuple[str, ...]
     latency_ms: float | None
     fresh: int  # guard calls made for it (0: from the verdict file)
     error: str | None = None
+    decided: str = ""  # what the rules decide, monitor aside (`action` if not monitored)
 
     @property
     def positive(self) -> bool:
-        return self.action in POSITIVE
+        return (self.decided or self.action) in POSITIVE
 
 
 class Judge:
@@ -44,35 +51,61 @@ class Judge:
         client: httpx.AsyncClient,
         fetcher: ImageFetcher,
         verdicts: VerdictFile,
+        pace: Callable[[], Awaitable[None]] | None = None,  # awaited before each guard call
     ) -> None:
-        self.settings, self.tenant, self.fetcher, self.verdicts = (
-            settings,
-            tenant,
-            fetcher,
-            verdicts,
-        )
+        self.tenant, self.fetcher, self.verdicts, self.pace = tenant, fetcher, verdicts, pace
         self.guard_settings = settings.guards[tenant.guard]
         self.guard: Guard = build_guard(client, self.guard_settings)
         self.protocol = GUARD_PROTOCOLS[self.guard_settings.protocol](self.guard_settings)
         self.profiles = build_profiles(tenant, policies.regions)
+        self.masker = Masker.for_policy(tenant.redaction)
 
     async def judge(
         self, prompt: str, response: str | None = None, image: str | None = None
     ) -> Outcome:
-        direction = Direction.INPUT if response is None else Direction.OUTPUT
-        rules = select_profile(self.profiles, None).rules(direction)
         image_data = None
         if image:
             prepared = await prepare_image(image, "image", self.tenant.images, self.fetcher)
             image_data = prepared.guard_data_url()
-        check = GuardInput(prompt, image_data, response, rules.reasoning, rules.guard_policy)
-        bodies = [self.protocol.build_request(call) for call in guard_calls(check)]
-        key = VerdictFile.key(self.guard_settings.url, bodies)
-        result, fresh = self.verdicts.get(key), 0
-        if result is None:  # run_checks times the call itself
-            result = await run_checks(self.guard, [check])
-            fresh = len(bodies)
-            self.verdicts.put(key, result)
-        action = decide(result, self.tenant, rules)
-        error = result.error if result.status is CheckStatus.ERROR else None
-        return Outcome(action.value, result.categories, result.latency_ms, fresh, error)
+        images = (GuardImage("image", image_data),) if image_data else ()
+        answers = (response,) if response is not None else ()
+        case = Case(prompt, images, (), answers, image_data)
+        calls = Calls(self)
+        profile = select_profile(self.profiles, None)
+        judgement = await judge_exchange(calls.run, self.tenant, profile, case, self.masker)
+        return outcome(judgement, calls.fresh)
+
+
+class Calls:
+    """One exchange's checks: from the verdict file, or asked and then kept there."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self.fresh = 0
+
+    async def run(self, checks: list[GuardInput], labels: Sequence[str]) -> CheckResult:
+        judge = self.judge
+        bodies = [judge.protocol.build_request(c) for check in checks for c in guard_calls(check)]
+        key = VerdictFile.key(judge.guard_settings.url, bodies)
+        result = judge.verdicts.get(key)
+        if result is None:
+            if judge.pace is not None:
+                await judge.pace()
+            result = await run_checks(judge.guard, checks, labels)  # it times the calls
+            self.fresh += len(bodies)
+            judge.verdicts.put(key, result)
+        return result
+
+
+def outcome(judgement: Judgement, fresh: int) -> Outcome:
+    results = (judgement.input.result, judgement.output.result)
+    latencies = [r.latency_ms for r in results if r.latency_ms is not None]
+    errors = [r.error for r in results if r.status is CheckStatus.ERROR and r.error]
+    return Outcome(
+        judgement.outcome,
+        judgement.categories,
+        sum(latencies) if latencies else None,
+        fresh,
+        errors[0] if errors else None,
+        judgement.decided.value,
+    )

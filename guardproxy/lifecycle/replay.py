@@ -139,12 +139,14 @@ async def replay(run: ReplayRun, exchanges: list[Stored]) -> dict[str, dict[str,
     verdicts = VerdictFile(None)
     try:
         async with httpx.AsyncClient() as client, ImageFetcher() as fetcher:
-            judge = Judge(run.settings, run.policies, run.candidate, client, fetcher, verdicts)
+            judge = Judge(
+                run.settings, run.policies, run.candidate, client, fetcher, verdicts, pace.wait
+            )
             with run.state.open("a", encoding="utf-8") as state:
 
                 async def one(exchange: Stored) -> None:
                     async with limit:
-                        entry = await _rejudge(judge, pace, exchange)
+                        entry = await _rejudge(judge, exchange)
                     state.write(json.dumps(entry, ensure_ascii=False) + "\n")
                     state.flush()  # what is here survives an interruption
                     done[exchange.request_id] = entry
@@ -156,12 +158,10 @@ async def replay(run: ReplayRun, exchanges: list[Stored]) -> dict[str, dict[str,
     return done
 
 
-async def _rejudge(judge: Judge, pace: RateLimit, exchange: Stored) -> dict[str, Any]:
-    await pace.wait()
-    outcome = await judge.judge(exchange.prompt)
-    if exchange.response is not None and not outcome.positive and outcome.error is None:
-        await pace.wait()
-        outcome = await judge.judge(exchange.prompt, exchange.response)
+async def _rejudge(judge: Judge, exchange: Stored) -> dict[str, Any]:
+    """The stored exchange as the proxy would judge it now: the prompt, then the answer in
+    context if the prompt passes (`--max-rps` paces each guard call the judge makes)."""
+    outcome = await judge.judge(exchange.prompt, exchange.response)
     return {
         "request_id": exchange.request_id,
         "from": exchange.action,

@@ -18,21 +18,15 @@ from typing import Any
 
 from guardproxy.api.conversation import Turn
 from guardproxy.checks import (
-    SKIPPED,
-    CheckResult,
     Guard,
-    conversation_checks,
-    output_checks,
-    run_checks,
 )
-from guardproxy.decision import Action, decide
+from guardproxy.judging import Case, judge_exchange, runner
+from guardproxy.masking import Masker
 from guardproxy.media.request import GuardImage
 from guardproxy.policy.model import RegionPack, TenantPolicy
 from guardproxy.policy.profile import Profile, build_profiles, select_profile
 
 logger = logging.getLogger(__name__)
-
-ENFORCED = (Action.BLOCK, Action.FAIL)
 
 
 @dataclass
@@ -53,12 +47,14 @@ class ShadowRoute:
     tenant: TenantPolicy
     guard: Guard
     profiles: dict[str, Profile]
+    masker: Masker
 
     @classmethod
     def of(
         cls, live: TenantPolicy, shadow: TenantPolicy, guard: Guard, packs: dict[str, RegionPack]
     ) -> ShadowRoute:
-        return cls(live.shadow or "", shadow, guard, build_profiles(shadow, packs))
+        profiles = build_profiles(shadow, packs)
+        return cls(live.shadow or "", shadow, guard, profiles, Masker.for_policy(shadow.redaction))
 
 
 Record = Callable[[dict[str, Any]], None]
@@ -108,25 +104,18 @@ class ShadowRunner:
 
 
 async def judge_shadow(route: ShadowRoute, judged: Judged) -> dict[str, Any]:
-    tenant = route.tenant
+    """The shadow policy's decision on the live exchange, through the one judging core."""
+    case = Case(
+        judged.prompt,
+        tuple(judged.images),
+        tuple(judged.turns),
+        tuple(judged.answers or ()),
+        judged.context_image,
+    )
     profile = select_profile(route.profiles, judged.region)
-    verdicts: dict[str, CheckResult] = {"input": SKIPPED, "output": SKIPPED}
-    actions: dict[str, Action] = {}
-    if tenant.input.enabled:
-        checks, labels = conversation_checks(
-            judged.prompt, judged.images, judged.turns, profile.input
-        )
-        verdicts["input"] = await run_checks(route.guard, checks, labels)
-        actions["input"] = decide(verdicts["input"], tenant, profile.input)
-    if tenant.output.enabled and judged.answers and actions.get("input") not in ENFORCED:
-        checks = output_checks(judged.prompt, judged.context_image, judged.answers, profile.output)
-        verdicts["output"] = await run_checks(route.guard, checks)
-        actions["output"] = decide(verdicts["output"], tenant, profile.output)
-    action = max(actions.values(), key=SEVERITY.index, default=Action.ALLOW)
+    judgement = await judge_exchange(runner(route.guard), route.tenant, profile, case, route.masker)
+    verdicts = {"input": judgement.input.result, "output": judgement.output.result}
     return {
-        "action": action.value,
+        "action": judgement.decided.value,
         **{d: r.summary(reasoning=True, detail=True) for d, r in verdicts.items()},
     }
-
-
-SEVERITY = (Action.ALLOW, Action.FLAG, Action.REDACT, Action.BLOCK, Action.FAIL)

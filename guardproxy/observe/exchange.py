@@ -10,14 +10,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from guardproxy.checks import SKIPPED, CheckResult, CheckStatus
+from guardproxy.core.actions import Action
 
 if TYPE_CHECKING:
     from guardproxy.audit.content import ContentCapture
     from guardproxy.lifecycle.shadow import Judged
     from guardproxy.moderation import ModerationStats
-
-
-WOULD_SEVERITY = ("redact", "block", "fail")
 
 
 @dataclass
@@ -89,7 +87,7 @@ class Exchange:
     def monitored(self, direction: str, action: str) -> None:
         """What a monitored tenant's check would have done; the worst one per direction."""
         known = self.would.get(direction)
-        if known is None or WOULD_SEVERITY.index(action) > WOULD_SEVERITY.index(known):
+        if known is None or Action(action).severity > Action(known).severity:
             self.would[direction] = action
 
     def flag(self, direction: str) -> None:

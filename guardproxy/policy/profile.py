@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from guardproxy.core.actions import Action
 from guardproxy.errors import RequestError
 from guardproxy.policy.model import (
     CategoryAction,
@@ -21,12 +22,12 @@ from guardproxy.policy.model import (
 )
 from guardproxy.verdict import Direction, GuardPolicy
 
-SEVERITY: tuple[CategoryAction, ...] = ("allow", "flag", "redact", "block")
 NEEDS_CAUTION = "Needs Caution"
 
 
 def most_severe(actions: Iterable[CategoryAction]) -> CategoryAction:
-    return max(actions, key=SEVERITY.index, default="allow")
+    """In `Action`'s one order of severity."""
+    return max(actions, key=lambda action: Action(action).severity, default="allow")
 
 
 @dataclass(frozen=True)

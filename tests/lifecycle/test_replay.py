@@ -94,7 +94,7 @@ def test_an_interrupted_replay_resumes_without_judging_again(
     async def interrupted(self: Judge, *args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
-        if calls == 3:  # hello (input, output), then Ctrl-C on the bomb
+        if calls == 2:  # hello (its input, then its answer), then Ctrl-C on the bomb
             raise KeyboardInterrupt
         return await real(self, *args, **kwargs)
 

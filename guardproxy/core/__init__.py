@@ -1,0 +1,1 @@
+"""The vocabulary every layer shares: it imports nothing of guardproxy but `errors`."""

@@ -1,0 +1,27 @@
+"""What happens to an exchange, in the one order of severity every layer uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """Least severe first."""
+
+    ALLOW = "allow"
+    FLAG = "flag"  # allowed, and marked in the audit record and headers
+    REDACT = "redact"  # allowed once the spans of the flagged categories are masked
+    BLOCK = "block"  # the content is unsafe: answer with the tenant's block shape
+    FAIL = "fail"  # no verdict and the tenant fails closed: 503 guard_unavailable
+
+    @property
+    def severity(self) -> int:
+        return ORDER.index(self)
+
+
+ORDER = tuple(Action)
+
+
+def most_severe_action(actions: Iterable[Action]) -> Action:
+    return max(actions, key=lambda action: action.severity, default=Action.ALLOW)
