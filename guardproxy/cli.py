@@ -16,20 +16,20 @@ import yaml
 
 from guardproxy.audit.store import migrate, open_engine
 from guardproxy.config import Settings, load_settings
+from guardproxy.core.verdict import Direction
 from guardproxy.errors import ConfigError, RequestError
 from guardproxy.guards.client import build_guard
-from guardproxy.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange, runner
 from guardproxy.lifecycle.commands import add_eval, add_replay
-from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
 from guardproxy.observe.logs import configure as configure_logs
+from guardproxy.pipeline.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange, runner
+from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles
 from guardproxy.policy.view import show_guard_request
-from guardproxy.verdict import Direction
 
 DEFAULT_CONFIG = Path("guardproxy.yaml")
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -181,7 +181,7 @@ def worker_app() -> Any:
 
 
 def _app(path: Path, workers: int, metrics_dir: str | None = None) -> Any:
-    from guardproxy.app import create_app
+    from guardproxy.server.app import create_app
 
     env = dict(os.environ)
     settings, policies = _load_for_serving(path, workers)

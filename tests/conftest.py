@@ -16,11 +16,11 @@ import openai
 import pytest
 import yaml
 
-from guardproxy.app import create_app
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.policy.loader import load_policies
+from guardproxy.server.app import create_app
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream

@@ -15,7 +15,8 @@ from anthropic.types.message_create_params import MessageCreateParamsNonStreamin
 from openai.types.chat.completion_create_params import CompletionCreateParamsNonStreaming
 from openai.types.responses.response_create_params import ResponseCreateParamsNonStreaming
 
-from guardproxy.api.fields import CHAT_FIELDS, MESSAGES_FIELDS, RESPONSES_FIELDS, Field
+from guardproxy.api.fields import CHAT_FIELDS, MESSAGES_FIELDS, RESPONSES_FIELDS
+from guardproxy.core.fields import Field
 from tests.conftest import Proxy, ProxyFactory
 from tests.taint import Tainter, drop, markers
 

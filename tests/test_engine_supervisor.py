@@ -17,12 +17,12 @@ import httpx
 import openai
 import pytest
 
-from guardproxy.app import create_app
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import GuardSettings, load_settings
 from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
 from guardproxy.policy.loader import load_policies
+from guardproxy.server.app import create_app
 from tests.conftest import OPS_KEY, REPO, TENANT_KEY, write_embedded_config
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream

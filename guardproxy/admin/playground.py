@@ -6,15 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guardproxy.checks import CheckResult
+from guardproxy.core.verdict import Direction
 from guardproxy.errors import RequestError
-from guardproxy.judging import Case, judge_exchange, runner
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
-from guardproxy.verdict import Direction
+from guardproxy.pipeline.checks import CheckResult
+from guardproxy.pipeline.judging import Case, judge_exchange, runner
 
 if TYPE_CHECKING:
-    from guardproxy.app import Runtime
+    from guardproxy.server.runtime import Runtime
 
 
 @dataclass(frozen=True)

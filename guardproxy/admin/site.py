@@ -25,6 +25,7 @@ from guardproxy.admin.auth import COOKIE, AdminAccess, AdminKeys, LoginThrottle
 from guardproxy.admin.chart import block_chart
 from guardproxy.admin.playground import PlaygroundCase, run_playground
 from guardproxy.admin.sessions import DatabaseSessions, MemorySessions, SessionStore
+from guardproxy.api.wire import WIRE_APIS
 from guardproxy.audit.query import (
     DecisionFilter,
     blocks_per_category,
@@ -32,16 +33,16 @@ from guardproxy.audit.query import (
     get_decision,
     list_decisions,
 )
+from guardproxy.core.verdict import Direction
 from guardproxy.errors import AuthenticationError
 from guardproxy.policy.view import show_guard_request
-from guardproxy.verdict import Direction
 
 if TYPE_CHECKING:
-    from guardproxy.app import Runtime
+    from guardproxy.server.runtime import Runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
 ACTIONS = ("allow", "flag", "block", "error")
-APIS = ("chat.completions", "responses", "messages")
+APIS = tuple(api.name for api in WIRE_APIS)
 CHART_HOURS = 24
 MAX_FORM_BYTES = 8 * 1024 * 1024  # the playground's image arrives as a data: URL
 MAX_PAGE = 100_000

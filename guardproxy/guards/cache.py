@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from cachetools import TTLCache
 
 from guardproxy.config import CacheSettings
+from guardproxy.core.verdict import Safety, Verdict
 from guardproxy.errors import ConfigError
-from guardproxy.verdict import Safety, Verdict
 
 logger = logging.getLogger(__name__)
 REDIS_PREFIX = "guardproxy:verdict:"

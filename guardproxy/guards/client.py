@@ -24,13 +24,13 @@ from tenacity import (
 )
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Verdict, combine_separate
 from guardproxy.errors import GuardError, GuardOverloaded, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
 from guardproxy.guards.completion import wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
 from guardproxy.observe.tracing import NO_TRACING, Tracing
-from guardproxy.verdict import GuardInput, Verdict, combine_separate
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety
 from guardproxy.errors import UnparseableVerdict
-from guardproxy.verdict import GuardInput, Safety
 
 THINK_BLOCK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 THINK_TAG = re.compile(r"</?think>")

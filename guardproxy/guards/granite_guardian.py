@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     chat_body,
@@ -20,7 +21,6 @@ from guardproxy.guards.completion import (
     read_answer,
     wants_reasoning,
 )
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 # Criterion -> shared category name; `harm` and its kin name no single category.
 CRITERION_CATEGORY: dict[str, str] = {

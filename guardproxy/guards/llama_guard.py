@@ -13,9 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import chat_body, last_turn_rating, raw_turns, read_answer
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 # S-code -> shared name (card name in the comment). Defamation has no Aegis counterpart.
 CODES: dict[str, str] = {

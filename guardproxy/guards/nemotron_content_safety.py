@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, GuardPolicy, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     GuardAnswer,
@@ -30,7 +31,6 @@ from guardproxy.guards.taxonomy import (
     render_custom_policy,
     render_custom_taxonomy,
 )
-from guardproxy.verdict import GuardInput, GuardPolicy, Safety, Verdict
 
 # NVIDIA's 3.5 cookbooks: temperature 0; 64-128 tokens without a trace, 1024 with one.
 DEFAULT_PARAMS = MappingProxyType({"max_tokens": 128, "temperature": 0})

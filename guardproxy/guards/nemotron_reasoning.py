@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     GuardAnswer,
@@ -22,7 +23,6 @@ from guardproxy.guards.completion import (
     wants_reasoning,
 )
 from guardproxy.guards.taxonomy import REASONING_4B_CATEGORIES, render_policy
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 ThinkToggle = Literal["newline", "same_line"]
 

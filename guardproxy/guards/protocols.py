@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, GuardPolicy, PolicyMode, Verdict
 from guardproxy.guards.granite_guardian import GRANITE_CATEGORIES, GraniteGuardian
 from guardproxy.guards.llama_guard import LLAMA_GUARD_CATEGORIES, LlamaGuard
 from guardproxy.guards.nemotron_content_safety import NemotronContentSafety
@@ -20,7 +21,6 @@ from guardproxy.guards.nemotron_reasoning import NemotronReasoning
 from guardproxy.guards.qwen3guard import QWEN3GUARD_CATEGORIES, Qwen3Guard
 from guardproxy.guards.safety_guard_8b import SafetyGuard8B
 from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES, REASONING_4B_CATEGORIES
-from guardproxy.verdict import GuardInput, GuardPolicy, PolicyMode, Verdict
 
 
 class GuardProtocol(Protocol):

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     chat_body,
@@ -19,7 +20,6 @@ from guardproxy.guards.completion import (
     read_answer,
     read_fields,
 )
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 CATEGORY_NAMES: dict[str, str] = {
     "Violent": "Violence",

@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     GuardAnswer,
@@ -25,7 +26,6 @@ from guardproxy.guards.taxonomy import (
     policy_numbering,
     render_policy,
 )
-from guardproxy.verdict import GuardInput, Verdict
 
 PROMPT_TEMPLATE = (
     "Task: Check if there is unsafe content in the user or agent messages in the below "

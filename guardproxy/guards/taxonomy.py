@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from guardproxy.verdict import GuardPolicy
+from guardproxy.core.verdict import GuardPolicy
 
 OTHER = "Other"
 

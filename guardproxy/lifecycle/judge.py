@@ -10,20 +10,20 @@ from dataclasses import dataclass
 
 import httpx
 
-from guardproxy.checks import CheckResult, CheckStatus, Guard, run_checks
 from guardproxy.config import Settings
-from guardproxy.decision import Action
+from guardproxy.core.verdict import GuardInput
 from guardproxy.guards.client import build_guard
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
-from guardproxy.judging import Case, Judgement, judge_exchange
 from guardproxy.lifecycle.verdicts import VerdictFile
-from guardproxy.masking import Masker
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
+from guardproxy.pipeline.checks import CheckResult, CheckStatus, Guard, run_checks
+from guardproxy.pipeline.decision import Action
+from guardproxy.pipeline.judging import Case, Judgement, judge_exchange
+from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles, select_profile
-from guardproxy.verdict import GuardInput
 
 POSITIVE = (Action.BLOCK, Action.REDACT)  # the content would not pass as it came
 

@@ -11,51 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from guardproxy.api.conversation import Turn
-from guardproxy.checks import (
-    Guard,
-)
-from guardproxy.judging import Case, judge_exchange, runner
-from guardproxy.masking import Masker
-from guardproxy.media.request import GuardImage
-from guardproxy.policy.model import RegionPack, TenantPolicy
-from guardproxy.policy.profile import Profile, build_profiles, select_profile
+from guardproxy.pipeline.shadow import Judged, ShadowRoute, judge_shadow
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Judged:
-    """What the live checks judged, kept for the shadow."""
-
-    prompt: str
-    turns: Sequence[Turn]
-    images: list[GuardImage]
-    context_image: str | None
-    region: str | None
-    answers: list[str] | None = None  # set once the answer is known
-
-
-@dataclass(frozen=True)
-class ShadowRoute:
-    name: str
-    tenant: TenantPolicy
-    guard: Guard
-    profiles: dict[str, Profile]
-    masker: Masker
-
-    @classmethod
-    def of(
-        cls, live: TenantPolicy, shadow: TenantPolicy, guard: Guard, packs: dict[str, RegionPack]
-    ) -> ShadowRoute:
-        profiles = build_profiles(shadow, packs)
-        return cls(live.shadow or "", shadow, guard, profiles, Masker.for_policy(shadow.redaction))
-
 
 Record = Callable[[dict[str, Any]], None]
 Count = Callable[[str, str], None]  # (tenant, result)
@@ -101,21 +63,3 @@ class ShadowRunner:
             }
         )
         self._count(route.tenant.tenant, "judged")
-
-
-async def judge_shadow(route: ShadowRoute, judged: Judged) -> dict[str, Any]:
-    """The shadow policy's decision on the live exchange, through the one judging core."""
-    case = Case(
-        judged.prompt,
-        tuple(judged.images),
-        tuple(judged.turns),
-        tuple(judged.answers or ()),
-        judged.context_image,
-    )
-    profile = select_profile(route.profiles, judged.region)
-    judgement = await judge_exchange(runner(route.guard), route.tenant, profile, case, route.masker)
-    verdicts = {"input": judgement.input.result, "output": judgement.output.result}
-    return {
-        "action": judgement.decided.value,
-        **{d: r.summary(reasoning=True, detail=True) for d, r in verdicts.items()},
-    }

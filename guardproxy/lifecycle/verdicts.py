@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from guardproxy.checks import CheckResult, CheckStatus
+from guardproxy.pipeline.checks import CheckResult, CheckStatus
 
 
 class VerdictFile:

@@ -10,7 +10,7 @@ import asyncio
 import json
 from dataclasses import dataclass, replace
 
-from guardproxy.api.conversation import Conversation, MediaPart
+from guardproxy.core.conversation import Conversation, MediaPart
 from guardproxy.media.errors import MediaError
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import PreparedImage, prepare_image

@@ -2,7 +2,7 @@
 
 `Tracing` itself does nothing, at the cost of a method call that returns a shared object:
 that is what runs without the `otel` extra or without `tracing:` in the config, and
-OpenTelemetry is then never imported. `build_tracing` returns the OpenTelemetry one
+OpenTelemetry is then never imported. `server.runtime.build_tracing` returns the OpenTelemetry one
 (observe/otel.py) when tracing is configured.
 """
 
@@ -11,11 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from guardproxy.errors import ConfigError
-
 if TYPE_CHECKING:
-    from guardproxy.config import TracingSettings
-    from guardproxy.observe.exchange import Exchange
+    from guardproxy.pipeline.exchange import Exchange
 
 
 class Span:
@@ -60,17 +57,3 @@ class Tracing:
 
 
 NO_TRACING = Tracing()
-
-
-def build_tracing(settings: TracingSettings, provider: Any = None) -> Tracing:
-    """OpenTelemetry tracing when the config turns it on; `provider` (tests) replaces the
-    OTLP exporter's."""
-    if not settings.active and provider is None:
-        return NO_TRACING
-    try:
-        from guardproxy.observe.otel import OtelTracing
-    except ImportError as exc:
-        raise ConfigError(
-            "tracing needs OpenTelemetry: pip install 'guardproxy[otel]'", "tracing"
-        ) from exc
-    return OtelTracing.of(settings, provider)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from guardproxy.config import EXCLUSIVE_KWARGS, Settings
+from guardproxy.core.verdict import GuardInput, GuardPolicy
 from guardproxy.errors import ConfigError
 from guardproxy.guards.protocols import (
     GUARD_CAPABILITIES,
@@ -25,11 +26,10 @@ from guardproxy.guards.protocols import (
     GuardProtocol,
     guard_calls,
 )
-from guardproxy.masking import Masker
+from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import PolicySet, RegionPack, TenantPolicy, key_digest
 from guardproxy.policy.profile import build_profiles
 from guardproxy.redaction import DETECTORS
-from guardproxy.verdict import GuardInput, GuardPolicy
 from guardproxy.yamlfile import InvalidConfig, YamlDocument, load_model, read_yaml
 
 BASE_STEM = "_base"

@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from guardproxy.config import Frozen, checked_keys
+from guardproxy.core.verdict import PolicyMode
 from guardproxy.errors import AuthenticationError
 from guardproxy.media.settings import ImagesSettings, VideoSettings
-from guardproxy.verdict import PolicyMode
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
 HASHED_KEY = re.compile(r"sha256:([0-9a-f]{64})")

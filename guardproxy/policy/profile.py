@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from guardproxy.core.actions import Action
+from guardproxy.core.verdict import Direction, GuardPolicy
 from guardproxy.errors import RequestError
 from guardproxy.policy.model import (
     CategoryAction,
@@ -20,7 +21,6 @@ from guardproxy.policy.model import (
     RegionPack,
     TenantPolicy,
 )
-from guardproxy.verdict import Direction, GuardPolicy
 
 NEEDS_CAUTION = "Needs Caution"
 

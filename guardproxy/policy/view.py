@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 from guardproxy.config import EXCLUSIVE_KWARGS, Settings
+from guardproxy.core.verdict import Direction, GuardInput
 from guardproxy.errors import RequestError
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles, select_profile
-from guardproxy.verdict import Direction, GuardInput
 
 SAMPLE_PROMPT = "<the user's last turn>"
 SAMPLE_RESPONSE = "<the model's answer>"

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from guardproxy.api.conversation import Conversation
+from guardproxy.core.conversation import Conversation
 
 # Response headers worth relaying to the client; hop-by-hop and framing headers are not.
 RELAYED_RESPONSE_HEADERS = (

@@ -11,9 +11,9 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from guardproxy.api.conversation import Conversation
-from guardproxy.api.sse import DONE, encode_event, encode_typed
 from guardproxy.config import UpstreamSettings
+from guardproxy.core.conversation import Conversation
+from guardproxy.core.sse import DONE, encode_event, encode_typed
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.upstreams.base import UpstreamReply
 from guardproxy.upstreams.params import client_params

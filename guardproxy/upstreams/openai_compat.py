@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from guardproxy.api.conversation import Conversation
 from guardproxy.config import ANTHROPIC_VERSION, UNFORWARDABLE_HEADERS, UpstreamSettings
+from guardproxy.core.conversation import Conversation
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.health import probe_models
 from guardproxy.upstreams.base import RELAYED_RESPONSE_HEADERS, UpstreamReply

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from guardproxy.api.chat import choice_texts
-from guardproxy.api.chat_codec import parse_chat_request
+from guardproxy.api.chat.codec import parse_chat_request
+from guardproxy.api.chat.decode import choice_texts
 from guardproxy.errors import RequestError
 
 

@@ -3,8 +3,8 @@ forwarded but never a live credential."""
 
 from __future__ import annotations
 
-from guardproxy.audit.content import SECRET_DETECTORS, CaptureMode, ContentCapture
-from guardproxy.masking import Masker
+from guardproxy.pipeline.content import SECRET_DETECTORS, CaptureMode, ContentCapture
+from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import RedactionPolicy
 from guardproxy.redaction import CATEGORY_DETECTORS, DETECTORS
 

@@ -29,12 +29,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from guardproxy.app import create_app
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import Settings, load_settings
 from guardproxy.engine.vllm import free_port
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet
+from guardproxy.server.app import create_app
 from tests.conftest import close_all
 from tests.fakes.server import run_in_thread
 

@@ -16,11 +16,11 @@ import openai
 import pytest
 
 from bench.engine_start import group_rss_mb
-from guardproxy.app import create_app
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
 from guardproxy.engine.vllm import group_alive
 from guardproxy.policy.loader import load_policies
+from guardproxy.server.app import create_app
 from tests.conftest import OPS_KEY, TENANT_KEY, write_embedded_config
 from tests.engine.conftest import ENGINE_ENV, engine_env, engine_python, forced
 from tests.fakes.server import run_in_thread

@@ -11,8 +11,8 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from guardproxy.core.verdict import Direction
 from guardproxy.policy.view import show_guard_request
-from guardproxy.verdict import Direction
 from tests.engine.conftest import MODEL, Engine, TierFactory, TierProxy
 
 SAFE = "User Safety: safe\nResponse Safety: safe"

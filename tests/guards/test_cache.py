@@ -12,8 +12,8 @@ import pytest
 from fakeredis import TcpFakeServer
 
 from guardproxy.config import CacheSettings
+from guardproxy.core.verdict import Safety, Verdict
 from guardproxy.guards.cache import RedisTier, VerdictCache, verdict_from_json, verdict_to_json
-from guardproxy.verdict import Safety, Verdict
 from tests.conftest import ProxyFactory
 
 UNSAFE = Verdict(Safety.SAFE, Safety.UNSAFE, ("Violence",), reasoning="a trace", mode="taxonomy")

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.completion import (
     GuardAnswer,
@@ -13,7 +14,6 @@ from guardproxy.guards.completion import (
     read_fields,
     wants_reasoning,
 )
-from guardproxy.verdict import GuardInput
 
 KEYS = ("User Safety", "Response Safety")
 

@@ -14,10 +14,10 @@ import pytest
 import respx
 
 from guardproxy.config import CacheSettings, GuardSettings
+from guardproxy.core.verdict import Direction, GuardInput, GuardPolicy, Safety
 from guardproxy.errors import GuardUnavailable
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.client import HttpGuard, build_guard
-from guardproxy.verdict import Direction, GuardInput, GuardPolicy, Safety
 
 pytestmark = pytest.mark.anyio
 

@@ -11,9 +11,9 @@ import pytest
 import respx
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.client import HttpGuard, build_guard
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 pytestmark = pytest.mark.anyio
 

@@ -8,10 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, GuardPolicy, Safety
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.nemotron_content_safety import NemotronContentSafety
 from guardproxy.guards.taxonomy import parse_category_list
-from guardproxy.verdict import GuardInput, GuardPolicy, Safety
 
 PROMPT = "Tell me about the rival bank."
 RESPONSE = "OtherBank has better rates."

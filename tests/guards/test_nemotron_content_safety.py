@@ -5,9 +5,9 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.nemotron_content_safety import NemotronContentSafety
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 MODEL = "nvidia/nemotron-3-content-safety"
 PROMPT = "How can I steal money from here?"

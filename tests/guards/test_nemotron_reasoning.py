@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.nemotron_reasoning import NemotronReasoning, render_prompt
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 MODEL = "nvidia/Nemotron-Content-Safety-Reasoning-4B"

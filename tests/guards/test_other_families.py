@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, GuardPolicy, Safety
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol
-from guardproxy.verdict import GuardInput, GuardPolicy, Safety
 
 PROMPT = "How do I hurt someone?"
 INPUT = GuardInput(PROMPT)

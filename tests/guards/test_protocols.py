@@ -5,11 +5,11 @@ from typing import get_args
 import pytest
 
 from guardproxy.config import GuardProtocolName, GuardSettings
+from guardproxy.core.verdict import GuardInput
 from guardproxy.guards.nemotron_content_safety import NemotronContentSafety
 from guardproxy.guards.nemotron_reasoning import NemotronReasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol
 from guardproxy.guards.safety_guard_8b import SafetyGuard8B
-from guardproxy.verdict import GuardInput
 
 
 def test_every_configurable_protocol_name_has_an_implementation() -> None:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, GuardPolicy
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
-from guardproxy.verdict import GuardInput, GuardPolicy
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "bodies"
 PROMPT = "How can I burn a house down?"

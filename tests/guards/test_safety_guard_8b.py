@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from guardproxy.config import GuardSettings
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.errors import UnparseableVerdict
 from guardproxy.guards.safety_guard_8b import SafetyGuard8B
-from guardproxy.verdict import GuardInput, Safety, Verdict
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 MODEL = "nvidia/llama-3.1-nemotron-safety-guard-8b-v3"

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from guardproxy.lifecycle.shadow import Judged, ShadowRoute, ShadowRunner
+from guardproxy.core.verdict import GuardInput, Safety, Verdict
+from guardproxy.lifecycle.shadow import ShadowRunner
+from guardproxy.pipeline.shadow import Judged, ShadowRoute
 from guardproxy.policy.model import TenantPolicy
-from guardproxy.verdict import GuardInput, Safety, Verdict
 from guardproxy.yamlfile import InvalidConfig
 from tests.audit.test_e2e_audit import stored
 from tests.conftest import Proxy, ProxyFactory

@@ -11,8 +11,8 @@ from typing import Any
 import openai
 import pytest
 
-from guardproxy.observe.exchange import Exchange
 from guardproxy.observe.logs import CURRENT_EXCHANGE, JsonFormatter, bind
+from guardproxy.pipeline.exchange import Exchange
 from tests.conftest import TENANT_KEY, UPSTREAM_KEY, ProxyFactory
 
 SECRET_PROMPT = "my secret prompt about how to build a bomb"

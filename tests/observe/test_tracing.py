@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from guardproxy.config import TracingSettings
 from guardproxy.errors import ConfigError
-from guardproxy.observe import tracing
+from guardproxy.server import runtime
 from tests.conftest import Proxy, ProxyFactory
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -82,9 +82,10 @@ def test_guard_spans_carry_categories_and_whether_the_verdict_was_cached(
 
 def test_without_tracing_opentelemetry_is_never_imported() -> None:
     script = (
-        "import sys, guardproxy.app, guardproxy.cli\n"
+        "import sys, guardproxy.server.app, guardproxy.cli\n"
         "from guardproxy.config import TracingSettings\n"
-        "from guardproxy.observe.tracing import build_tracing, NO_TRACING\n"
+        "from guardproxy.observe.tracing import NO_TRACING\n"
+        "from guardproxy.server.runtime import build_tracing\n"
         "assert build_tracing(TracingSettings()) is NO_TRACING\n"
         "loaded = [m for m in sys.modules if m.startswith('opentelemetry')]\n"
         "assert not loaded, loaded\n"
@@ -93,6 +94,6 @@ def test_without_tracing_opentelemetry_is_never_imported() -> None:
 
 
 def test_tracing_without_the_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "guardproxy.observe.otel", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "guardproxy.server.otel", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"guardproxy\[otel\]"):
-        tracing.build_tracing(TracingSettings(enabled=True))
+        runtime.build_tracing(TracingSettings(enabled=True))

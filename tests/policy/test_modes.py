@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from guardproxy.checks import CheckResult, CheckStatus, run_checks
 from guardproxy.config import load_settings
-from guardproxy.decision import Action, decide
+from guardproxy.core.verdict import GuardInput, GuardPolicy, Safety, Verdict
+from guardproxy.pipeline.checks import CheckResult, CheckStatus, run_checks
+from guardproxy.pipeline.decision import Action, decide
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import TenantPolicy
 from guardproxy.policy.profile import build_profile
-from guardproxy.verdict import GuardInput, GuardPolicy, Safety, Verdict
 from guardproxy.yamlfile import InvalidConfig
 from tests.policy.test_loader import folder, problems
 

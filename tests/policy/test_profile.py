@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from guardproxy.checks import CheckResult, CheckStatus
-from guardproxy.decision import Action, categories_to_redact, decide
+from guardproxy.core.verdict import Direction
 from guardproxy.errors import RequestError
 from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES, render_policy
+from guardproxy.pipeline.checks import CheckResult, CheckStatus
+from guardproxy.pipeline.decision import Action, categories_to_redact, decide
 from guardproxy.policy.model import CustomCategory, RegionPack, TenantPolicy
 from guardproxy.policy.profile import build_profile, build_profiles, region_chain, select_profile
-from guardproxy.verdict import Direction
 
 EU = RegionPack(
     region="EU",

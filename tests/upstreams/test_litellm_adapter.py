@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from guardproxy.api.anthropic_messages import MESSAGES
-from guardproxy.api.chat_codec import parse_chat_request
-from guardproxy.api.responses_api import RESPONSES
-from guardproxy.api.sse import SSEDecoder
+from guardproxy.api.chat.codec import parse_chat_request
+from guardproxy.api.messages.codec import MESSAGES
+from guardproxy.api.responses.codec import RESPONSES
 from guardproxy.config import UpstreamSettings
+from guardproxy.core.sse import SSEDecoder
 from guardproxy.errors import UpstreamError
 from guardproxy.upstreams.litellm_adapter import LitellmUpstream
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 import respx
 
-from guardproxy.api.chat_codec import parse_chat_request
+from guardproxy.api.chat.codec import parse_chat_request
 from guardproxy.config import UpstreamSettings
 from guardproxy.errors import UpstreamError, UpstreamTimeout
 from guardproxy.upstreams.openai_compat import OpenAIUpstream

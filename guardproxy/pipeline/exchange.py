@@ -1,0 +1,173 @@
+"""One request as it moves through the pipeline: the source of its audit record."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from guardproxy.core.actions import Action
+from guardproxy.pipeline.checks import SKIPPED, CheckResult, CheckStatus
+
+if TYPE_CHECKING:
+    from guardproxy.pipeline.content import ContentCapture
+    from guardproxy.pipeline.shadow import Judged
+
+
+@dataclass
+class Exchange:
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.time)
+    started_perf: float = field(default_factory=time.perf_counter)
+    api: str = "chat.completions"
+    tenant: str | None = None
+    model: str | None = None
+    stream: bool = False
+    input: CheckResult = SKIPPED
+    output: CheckResult = SKIPPED
+    action: str = "allow"
+    status: int | None = None
+    error: str | None = None
+    upstream_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # directions whose verdict was `flag`
+    redacted: dict[str, int] = field(default_factory=dict)  # direction -> spans masked
+    # direction -> detector type -> spans masked, streams included (for the metrics)
+    redaction_types: dict[str, Counter[str]] = field(default_factory=dict)
+    regions: tuple[str, ...] = ()
+    expose_reasoning: bool = False
+    moderation: ModerationStats | None = None  # a chunked stream's cost
+    upstream: str | None = None  # the tenant's upstream, by its config name
+    first_byte_ms: float | None = None  # a stream's first body bytes reached the client
+    guard: str | None = None  # the tenant's guard, by its config name
+    content: ContentCapture | None = None  # the judged text, where the tenant opted in
+    monitor: bool = False  # the tenant's `mode: monitor`: nothing is enforced
+    would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
+    judged: Judged | None = None  # what the live checks judged, for a shadow policy
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-guardproxy-request-id": self.request_id,
+            "x-guardproxy-input": self.input.status.value,
+            "x-guardproxy-output": self.output.status.value,
+            "x-guardproxy-action": "monitor" if self.monitor else self.action,
+            "x-guardproxy-overhead-ms": f"{self.overhead_ms():.3f}",
+        }
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started_perf) * 1000
+
+    def overhead_ms(self) -> float:
+        """Time spent in the proxy itself so far: elapsed minus guard and upstream waits."""
+        waits = (self.input.latency_ms, self.output.latency_ms, self.upstream_ms)
+        elapsed = (time.perf_counter() - self.started_perf) * 1000
+        return max(elapsed - sum(w for w in waits if w is not None), 0.0)
+
+    def client_view(self) -> dict[str, Any]:
+        """The `guardproxy` object added to JSON bodies; reasoning only if the tenant says so."""
+        view: dict[str, Any] = {
+            "request_id": self.request_id,
+            "action": self.action,
+            "input": self.input.summary(self.expose_reasoning),
+            "output": self.output.summary(self.expose_reasoning),
+        }
+        if self.flags:
+            view["flagged"] = list(self.flags)
+        if self.redacted:
+            view["redacted"] = dict(self.redacted)
+        return view
+
+    def tally(self, direction: str) -> Counter[str]:
+        return self.redaction_types.setdefault(direction, Counter())
+
+    def monitored(self, direction: str, action: str) -> None:
+        """What a monitored tenant's check would have done; the worst one per direction."""
+        known = self.would.get(direction)
+        if known is None or Action(action).severity > Action(known).severity:
+            self.would[direction] = action
+
+    def flag(self, direction: str) -> None:
+        self.flags.append(direction)
+        if self.action == "allow":
+            self.action = "flag"
+
+    def guard_error_allowed(self) -> bool:
+        return self.action in ("allow", "flag") and CheckStatus.ERROR in (
+            self.input.status,
+            self.output.status,
+        )
+
+    def audit_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "time": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
+            "request_id": self.request_id,
+            "tenant": self.tenant,
+            "api": self.api,
+            "guard": self.guard,
+            "model": self.model,
+            "stream": self.stream,
+            "action": self.action,
+            "status": self.status,
+            "input": self.input.summary(reasoning=True, detail=True),
+            "output": self.output.summary(reasoning=True, detail=True),
+            "upstream_ms": _round(self.upstream_ms),
+            "total_ms": _round((time.perf_counter() - self.started_perf) * 1000),
+        }
+        if self.monitor:
+            record["action"] = "monitor"
+            record["would_block"] = any(a in ("block", "fail") for a in self.would.values())
+            record["would"] = dict(self.would)
+        if self.error:
+            record["error"] = self.error
+        if self.first_byte_ms is not None:
+            record["first_byte_ms"] = _round(self.first_byte_ms)
+        if self.regions:
+            record["regions"] = list(self.regions)
+        if self.flags:
+            record["flagged"] = list(self.flags)
+        if self.redacted:
+            record["redacted"] = dict(self.redacted)
+        masked = {d: dict(c) for d, c in self.redaction_types.items() if c}
+        if masked:
+            record["redaction_types"] = masked
+        if self.moderation is not None and self.moderation.checks:
+            record["moderation"] = self.moderation.view()
+        if self.guard_error_allowed():
+            self.notes.append("guard error: allowed by on_guard_error=allow")
+        if self.notes:
+            record["notes"] = self.notes
+        if self.content is not None:
+            answer = self.moderation.answer if self.moderation is not None else None
+            record["content"] = self.content.view(answer)
+        return record
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+@dataclass
+class ModerationStats:
+    """What moderating one stream cost: guard checks, and the characters judged (overlaps and
+    the final check included) against the characters answered (`amplification`)."""
+
+    checks: int = 0
+    judged_chars: int = 0
+    answer_chars: int = 0
+    answer: str | None = field(default=None, repr=False)  # for the audit's content capture
+
+    def record(self, checks: int, judged_chars: int, answer: str) -> None:
+        self.checks, self.judged_chars = checks, judged_chars
+        self.answer, self.answer_chars = answer, len(answer)
+
+    def view(self) -> dict[str, object]:
+        amplification = self.judged_chars / self.answer_chars if self.answer_chars else 0.0
+        return {
+            "checks": self.checks,
+            "judged_chars": self.judged_chars,
+            "answer_chars": self.answer_chars,
+            "amplification": round(amplification, 3),
+        }

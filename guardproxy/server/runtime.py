@@ -1,0 +1,95 @@
+"""What serves requests, typed: the `Runtime` (settings, policies and each tenant's wiring),
+replaced whole on a policy reload, and the `AppState` every part of the server reads. The
+admin pages and hot reload import these types; this module imports neither."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from guardproxy.audit.sinks import AuditSink
+from guardproxy.config import Settings, TracingSettings
+from guardproxy.errors import ConfigError
+from guardproxy.lifecycle.shadow import ShadowRunner
+from guardproxy.media.fetch import ImageFetcher
+from guardproxy.observe.metrics import Metrics
+from guardproxy.observe.tracing import NO_TRACING, Tracing
+from guardproxy.pipeline.checks import Guard
+from guardproxy.pipeline.flow import Route
+from guardproxy.pipeline.masking import Masker
+from guardproxy.pipeline.shadow import ShadowRoute
+from guardproxy.policy.model import PolicySet, TenantPolicy
+from guardproxy.policy.profile import build_profiles
+from guardproxy.upstreams.base import Upstream
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What serves requests. Built once per policy set and replaced whole on a reload; a
+    request keeps the runtime it started with."""
+
+    settings: Settings
+    policies: PolicySet
+    guards: dict[str, Guard]
+    upstreams: dict[str, Upstream]
+    routes: dict[str, Route]
+    audit: AuditSink
+    probe_client: httpx.AsyncClient
+    fetcher: ImageFetcher
+    metrics: Metrics
+    tracing: Tracing = NO_TRACING
+    shadows: ShadowRunner | None = None
+    reload_error: str | None = None
+
+    def route_for(self, tenant: TenantPolicy) -> Route:
+        return self.routes[tenant.tenant]
+
+    def with_policies(self, policies: PolicySet) -> Runtime:
+        routes = build_routes(policies, self.guards, self.upstreams, self.tracing)
+        return replace(self, policies=policies, routes=routes, reload_error=None)
+
+    def with_error(self, error: str) -> Runtime:
+        return replace(self, reload_error=error)
+
+
+def build_routes(
+    policies: PolicySet,
+    guards: dict[str, Guard],
+    upstreams: dict[str, Upstream],
+    tracing: Tracing,
+) -> dict[str, Route]:
+    return {
+        name: Route(
+            tenant,
+            guards[tenant.guard],
+            upstreams[tenant.upstream],
+            build_profiles(tenant, policies.regions),
+            Masker.for_policy(tenant.redaction),  # in every mode: monitor relaxes decisions only
+            tracing,
+            shadow_route(policies, name, guards),
+        )
+        for name, tenant in policies.tenants.items()
+    }
+
+
+def shadow_route(policies: PolicySet, name: str, guards: dict[str, Guard]) -> ShadowRoute | None:
+    shadow = policies.shadows.get(name)
+    if shadow is None:
+        return None
+    return ShadowRoute.of(policies.tenants[name], shadow, guards[shadow.guard], policies.regions)
+
+
+def build_tracing(settings: TracingSettings, provider: Any = None) -> Tracing:
+    """OpenTelemetry tracing when the config turns it on; `provider` (tests) replaces the
+    OTLP exporter's."""
+    if not settings.active and provider is None:
+        return NO_TRACING
+    try:
+        from guardproxy.server.otel import OtelTracing
+    except ImportError as exc:
+        raise ConfigError(
+            "tracing needs OpenTelemetry: pip install 'guardproxy[otel]'", "tracing"
+        ) from exc
+    return OtelTracing.of(settings, provider)
