@@ -7,32 +7,22 @@ and `/admin/api/*` route needs an admin key (auth.py).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
 from guardproxy.admin.auth import COOKIE, AdminAccess, AdminKeys, LoginThrottle
-from guardproxy.admin.chart import block_chart
+from guardproxy.admin.decisions import DecisionPages
+from guardproxy.admin.pages import HEADERS, Pages
 from guardproxy.admin.playground import PlaygroundCase, run_playground
 from guardproxy.admin.sessions import DatabaseSessions, MemorySessions, SessionStore
-from guardproxy.api.wire import WIRE_APIS
-from guardproxy.audit.query import (
-    DecisionFilter,
-    blocks_per_category,
-    facets,
-    get_decision,
-    list_decisions,
-)
 from guardproxy.core.verdict import Direction
 from guardproxy.errors import AuthenticationError
 from guardproxy.policy.view import show_guard_request
@@ -41,23 +31,7 @@ if TYPE_CHECKING:
     from guardproxy.server.runtime import Runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
-ACTIONS = ("allow", "flag", "block", "error")
-APIS = tuple(api.name for api in WIRE_APIS)
-CHART_HOURS = 24
 MAX_FORM_BYTES = 8 * 1024 * 1024  # the playground's image arrives as a data: URL
-MAX_PAGE = 100_000
-# Every admin response: no framing, no sniffing, no referrer; pages add a nonce'd CSP.
-HEADERS = {
-    "cache-control": "no-store",
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
-}
-PAGE_POLICY = (
-    "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-    "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -68,7 +42,8 @@ class AdminSite:
 
     def __init__(self, state: Callable[[], Any], keys: AdminKeys) -> None:
         self.state, self.keys = state, keys
-        self.templates = Jinja2Templates(directory=TEMPLATES)
+        self.pages = Pages(Jinja2Templates(directory=TEMPLATES))
+        self.decisions = DecisionPages(lambda: self.store, self.pages)
         self.access = AdminAccess(keys, self._sessions)
         self.throttle = LoginThrottle()
         self._memory = MemorySessions()
@@ -94,11 +69,11 @@ class AdminSite:
 
     def routes(self) -> list[BaseRoute]:
         guarded = {
-            "/admin/": self.decisions,
-            "/admin/decisions/{request_id}": self.decision,
+            "/admin/": self.decisions.listing,
+            "/admin/decisions/{request_id}": self.decisions.one,
             "/admin/policies": self.policies,
-            "/admin/api/decisions": self.api_decisions,
-            "/admin/api/decisions/{request_id}": self.api_decision,
+            "/admin/api/decisions": self.decisions.api_listing,
+            "/admin/api/decisions/{request_id}": self.decisions.api_one,
         }
         routes: list[BaseRoute] = [
             Route(path, _headed(self._admitted(endpoint)), methods=["GET"])
@@ -145,7 +120,9 @@ class AdminSite:
         return RedirectResponse("/admin/", 307)
 
     async def login_form(self, request: Request) -> Response:
-        return self._page(request, "login.html", next=_local(request.query_params.get("next")))
+        return self.pages.render(
+            request, "login.html", next=_local(request.query_params.get("next"))
+        )
 
     async def login(self, request: Request) -> Response:
         form = await _form(request)
@@ -154,7 +131,7 @@ class AdminSite:
         wait = self.throttle.retry_after(address)
         if wait is not None:
             error = f"Too many failed logins; try again in {wait} s."
-            response = self._page(request, "login.html", 429, next=target, error=error)
+            response = self.pages.render(request, "login.html", 429, next=target, error=error)
             response.headers["retry-after"] = str(wait)
             return response
         digest = self.keys.accepts(key) if key else None
@@ -165,7 +142,7 @@ class AdminSite:
                 if self._is_tenant_key(key)
                 else "That is not an admin key."
             )
-            return self._page(request, "login.html", 401, next=target, error=error)
+            return self.pages.render(request, "login.html", 401, next=target, error=error)
         self.throttle.succeeded(address)
         response = RedirectResponse(target, 303)
         response.set_cookie(
@@ -199,57 +176,6 @@ class AdminSite:
         has already put the forwarded client's here)."""
         return request.client.host if request.client else ""
 
-    # -- decisions --------------------------------------------------------------------------
-
-    async def decisions(self, request: Request) -> Response:
-        if self.store is None:
-            return self._page(request, "no_store.html", 503)
-        where, page = _filter(request), _page_number(request)
-        found = await list_decisions(self.store, where, page)
-        start = _hour(datetime.now(UTC)) - timedelta(hours=CHART_HOURS - 1)
-        series = await blocks_per_category(
-            self.store, where, start, timedelta(hours=1), CHART_HOURS
-        )
-        params = where.params()
-        return self._page(
-            request,
-            "decisions.html",
-            where=where,
-            params=params,
-            page=found,
-            choices=await facets(self.store),
-            actions=ACTIONS,
-            apis=APIS,
-            chart=block_chart(series),
-            page_link=lambda n: "?" + urlencode({**params, "page": n}),
-        )
-
-    async def decision(self, request: Request) -> Response:
-        row = await self._row(request)
-        if row is None:
-            return self._page(
-                request, "missing.html", 404, request_id=request.path_params["request_id"]
-            )
-        return self._page(request, "decision.html", row=row, record=row["record"])
-
-    async def api_decisions(self, request: Request) -> Response:
-        if self.store is None:
-            return JSONResponse({"error": {"message": "No audit database is configured."}}, 503)
-        found = await list_decisions(self.store, _filter(request), _page_number(request))
-        rows = [{**r, "time": r["time"].isoformat()} for r in found.rows]
-        return JSONResponse({"data": rows, "page": found.number, "total": found.total})
-
-    async def api_decision(self, request: Request) -> Response:
-        row = await self._row(request)
-        if row is None:
-            return JSONResponse({"error": {"message": "No such decision."}}, 404)
-        return JSONResponse({**row["record"], "content": row["content"], "shadow": row["shadow"]})
-
-    async def _row(self, request: Request) -> dict[str, Any] | None:
-        if self.store is None:
-            return None
-        return await get_decision(self.store, request.path_params["request_id"])
-
     # -- policies and playground ------------------------------------------------------------
 
     async def policies(self, request: Request) -> Response:
@@ -265,7 +191,7 @@ class AdminSite:
                     runtime.settings, tenant, runtime.policies, region, direction
                 )
         regions = sorted(runtime.policies.regions)
-        return self._page(
+        return self.pages.render(
             request, "policy.html", tenants=tenants, tenant=name, region=region or "",
             regions=regions, shown=shown,
         )  # fmt: skip
@@ -277,16 +203,9 @@ class AdminSite:
         if request.method == "POST":
             case = PlaygroundCase.of(await _form(request))
             result = await run_playground(runtime, case)
-        return self._page(request, "playground.html", tenants=tenants, case=case, result=result)
-
-    def _page(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
-        nonce = secrets.token_urlsafe(16)
-        context = {**context, "csp_nonce": nonce}
-        response = self.templates.TemplateResponse(request, name, context, status_code=status)
-        response.headers.update(
-            {**HEADERS, "content-security-policy": PAGE_POLICY.format(nonce=nonce)}
+        return self.pages.render(
+            request, "playground.html", tenants=tenants, case=case, result=result
         )
-        return response
 
 
 def _headed(endpoint: Endpoint) -> Endpoint:
@@ -300,41 +219,6 @@ def _headed(endpoint: Endpoint) -> Endpoint:
         return response
 
     return headed
-
-
-def _filter(request: Request) -> DecisionFilter:
-    query = request.query_params
-    text = {k: query.get(k) or None for k in ("tenant", "action", "direction", "category")}
-    return DecisionFilter(
-        **text,
-        guard=query.get("guard") or None,
-        api=query.get("api") or None,
-        since=_time(query.get("since")),
-        until=_time(query.get("until")),
-    )
-
-
-def _time(value: str | None) -> datetime | None:
-    """An ISO time from the filter form (`datetime-local` has no zone: UTC is meant)."""
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def _page_number(request: Request) -> int:
-    """`?page=N`, 1 to `MAX_PAGE`; anything else is the client's mistake, a 400."""
-    value = request.query_params.get("page", "1") or "1"
-    if not (value.isascii() and value.isdigit() and len(value) <= 6 and 0 < int(value) <= MAX_PAGE):
-        raise HTTPException(400, f"page must be a whole number from 1 to {MAX_PAGE}")
-    return int(value)
-
-
-def _hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
 
 
 def _local(target: str | None) -> str:

@@ -80,7 +80,6 @@ class HttpGuard:
     ) -> None:
         self._observer: GuardObserver = observer or _Unobserved()
         self._tracing, self._name = tracing, name or settings.model
-        self._client = client
         self._settings = settings
         self._protocol = protocol
         self._cache = cache
@@ -92,6 +91,7 @@ class HttpGuard:
             settings.breaker_failures,
             settings.breaker_open_s,
         )
+        self._transport = GuardTransport(client, settings, self.pool)
         self._warned_no_trace = False
         # Category names no taxonomy here knows (Nemotron 3.5's S24), counted per guard.
         self.unknown_categories: Counter[str] = Counter()
@@ -165,7 +165,7 @@ class HttpGuard:
     async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
         reasoning = wants_reasoning(check, self._settings)
         logger.debug("guard %r request: %s", self._settings.model, body)
-        response = await self._post(body, self._timeout(reasoning))
+        response = await self._transport.post(body, self._timeout(reasoning))
         logger.debug("guard %r answer: %s", self._settings.model, response.text)
         verdict = self._protocol.parse(_decode(response), check)
         self._count_unknown(verdict, check)
@@ -200,7 +200,15 @@ class HttpGuard:
             )
         return replace(verdict, reasoning_unavailable=True)
 
-    async def _post(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+
+class GuardTransport:
+    """POSTs to a guard pool: admission (the pool's capacity), a deadline for the whole call,
+    retries on another replica (tenacity), and each replica's breaker."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: GuardSettings, pool: GuardPool) -> None:
+        self._client, self._settings, self.pool = client, settings, pool
+
+    async def post(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
         async with self.pool.admitted(timeout_s):
             return await self._post_admitted(body, timeout_s)
 

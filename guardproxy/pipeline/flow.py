@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,12 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from guardproxy.core.conversation import Conversation
 from guardproxy.core.fields import hosted_tools
-from guardproxy.core.verdict import GuardInput
 from guardproxy.errors import (
-    GuardError,
-    GuardOverloaded,
-    GuardproxyError,
-    GuardUnavailable,
     RequestError,
     UpstreamError,
 )
@@ -40,37 +34,23 @@ from guardproxy.pipeline.answers import (
 )
 from guardproxy.pipeline.checks import (
     OFF,
-    PENDING,
-    CheckResult,
     Guard,
     conversation_checks,
-    output_checks,
     run_checks,
 )
 from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.content import ContentCapture
 from guardproxy.pipeline.decision import Action
+from guardproxy.pipeline.enforce import Enforcer
 from guardproxy.pipeline.exchange import Exchange
-from guardproxy.pipeline.judging import STOPS, Ruling, rule
 from guardproxy.pipeline.masking import Masker
-from guardproxy.pipeline.moderation import ChunkedModerator, Moderation
 from guardproxy.pipeline.replies import (
-    blocked_response,
-    cut_off_events,
-    status_of,
     with_verdicts,
 )
 from guardproxy.pipeline.shadow import Judged, ShadowRoute
-from guardproxy.pipeline.streams import (
-    BUFFER_LIMIT_BYTES,
-    buffer_stream,
-    relay_response,
-    replay_response,
-    sse_response,
-)
+from guardproxy.pipeline.streamed import StreamedAnswer
 from guardproxy.policy.model import TenantPolicy
-from guardproxy.policy.profile import DirectionRules, Profile, select_profile
-from guardproxy.redaction import CATEGORY_DETECTORS
+from guardproxy.policy.profile import Profile, select_profile
 from guardproxy.upstreams.base import Upstream, UpstreamReply
 
 
@@ -140,6 +120,9 @@ class ChatFlow:
         self.codec = incoming.codec
         self.masker = route.masker.counting(exchange.tally("input"))
         self.media = media
+        self.enforcer = Enforcer(
+            self.tenant, profile, self.codec, self.request, exchange, media, route.masker
+        )
         # Every string of each event is judged, not only the API's text deltas (answers.py).
         self.stream_codec: StreamCodec = ClosedStream(
             self.codec.stream(self.request), self.codec.answer_fields, self.request
@@ -158,9 +141,10 @@ class ChatFlow:
         if not reply.content_type.startswith("text/event-stream"):
             await reply.aclose()  # a "stream" that is not SSE cannot be checked as one
             raise UpstreamError("The upstream LLM answered a streaming request without SSE.")
+        streamed = StreamedAnswer(self.enforcer, self.stream_codec, self.route.guard, self.masker)
         if self.tenant.output.enabled and self._buffer_stream():
-            return await self._stream_buffered(reply)
-        return await self._stream(reply)
+            return await streamed.buffered(reply)
+        return await streamed.moderated(reply)
 
     def _buffer_stream(self) -> bool:
         """Windows judge one text; with several choices (`n` > 1) the stream is buffered so
@@ -193,7 +177,7 @@ class ChatFlow:
 
     def _always_masked(self) -> bytes:
         body, found = self.codec.mask_request(self.request, self.masker, self.masker.always)
-        self._count_redactions("input", found)
+        self.enforcer.count_redactions("input", found)
         return body
 
     async def _check_input(self, body: bytes) -> bytes | Response:
@@ -211,10 +195,10 @@ class ChatFlow:
         result = await run_checks(self.route.guard, checks, labels)
         self.exchange.input = result
         texts = [self.request.prompt, *(turn.text for turn in turns)]
-        ruling = self._act(result, rules, "input", texts)
+        ruling = self.enforcer.act(result, rules, "input", texts)
         if ruling.action is Action.REDACT:
             return self._redact_input(ruling.redact)
-        return self._blocked() if ruling.action is Action.BLOCK else body
+        return self.enforcer.blocked() if ruling.action is Action.BLOCK else body
 
     def _redact_input(self, types: frozenset[str]) -> bytes:
         body, found = self.codec.mask_request(self.request, self.masker, types)
@@ -255,151 +239,22 @@ class ChatFlow:
         completion = _decode_completion(reply.body)
         types = self.masker.always
         texts = answer_texts(self.codec, self.request, completion)
-        self._capture(texts)
+        self.enforcer.capture(texts)
         if self.tenant.output.enabled:
             rules = self.profile.output
-            answers = self._output_checks(texts, rules)
+            answers = self.enforcer.output_checks(texts)
             result = await run_checks(self.route.guard, answers)
             self.exchange.output = result
-            ruling = self._act(result, rules, "output", texts)
+            ruling = self.enforcer.act(result, rules, "output", texts)
             if ruling.action is Action.BLOCK:
-                return self._blocked(completion.get("usage"))
+                return self.enforcer.blocked(completion.get("usage"))
             types = ruling.redact or types
         else:
             self.exchange.output = OFF
         completion, found = mask_answer(self.codec, completion, self.masker, types)
-        self._count_redactions("output", found)
+        self.enforcer.count_redactions("output", found)
         self.exchange.status = reply.status
         return with_verdicts(completion, self.exchange)
-
-    # -- output, streamed -------------------------------------------------------------------
-
-    async def _stream(self, reply: UpstreamReply) -> Response:
-        """Relay the stream as it comes, or moderate it window by window (the default).
-
-        The response starts only with the first released window: a block or guard failure
-        before it is answered with the tenant's block shape or a 503, never a 200.
-        """
-        self.exchange.status = reply.status
-        masking = self.stream_codec.masking(self.masker, self._stream_mask_types())
-        if not self.tenant.output.enabled:
-            self.exchange.output = OFF
-            return relay_response(reply, self.exchange, self.stream_codec, masking)
-        self.exchange.output = PENDING
-        moderation = Moderation(self._check_window, self._judge_window, self._cut_off, self._failed)
-        codec = self.stream_codec
-        moderator = ChunkedModerator(reply, self.tenant.output, moderation, codec, masking)
-        self.exchange.moderation = moderator.stats
-        events = moderator.events()
-        try:
-            first = await anext(events, b"")
-        except BaseException:
-            await reply.aclose()
-            raise
-        if moderator.cut_off is not None and not moderator.released:
-            return await self._blocked_before_release(moderator.cut_off, events, reply)
-        response = sse_response(_prepend(first, events), reply, self.exchange, True)
-        response.closers.append(reply.aclose)
-        return response
-
-    async def _blocked_before_release(
-        self, action: Action, events: AsyncGenerator[bytes], reply: UpstreamReply
-    ) -> Response:
-        await events.aclose()
-        await reply.aclose()
-        if action is Action.FAIL:
-            raise _guard_failure(self.exchange.output)
-        return self._blocked()
-
-    def _stream_mask_types(self) -> frozenset[str]:
-        """Text already sent cannot be masked later, so in streams the detectors of every
-        category whose output action is `redact` run from the start."""
-        if not self.tenant.output.enabled or self.exchange.monitor:
-            return self.masker.always
-        rules = self.profile.output
-        return self.masker.types_for(
-            [c for c in CATEGORY_DETECTORS if rules.action_for(c) == "redact"]
-        )
-
-    async def _check_window(self, text: str) -> CheckResult:
-        checks = self._output_checks([text], self.profile.output)
-        result = await run_checks(self.route.guard, checks)
-        self.exchange.output = self.exchange.output.merge(result)
-        return result
-
-    def _judge_window(self, result: CheckResult, text: str) -> Action:
-        """A window's action for the moderator. The masker already runs every `redact`
-        category's detectors on the stream, so a `redact` it can act on passes."""
-        ruling = self._ruling(result, self.profile.output, "output", [text])
-        if ruling.action is Action.FLAG and "output" not in self.exchange.flags:
-            self.exchange.flag("output")
-        return ruling.action if ruling.action in STOPS else Action.ALLOW
-
-    def _cut_off(self, action: Action) -> list[bytes]:
-        error = self.exchange.output.error
-        return cut_off_events(self.stream_codec, self.exchange, self.tenant, action, error)
-
-    def _failed(self, error: GuardproxyError) -> None:
-        self.exchange.status, _, _ = status_of(error)
-        self.exchange.error = str(error)
-
-    async def _stream_buffered(self, reply: UpstreamReply) -> Response:
-        """Collect the whole stream, check it once, then send it on with its original framing."""
-        buffered = await buffer_stream(reply, BUFFER_LIMIT_BYTES)
-        rules = self.profile.output
-        texts = self.stream_codec.texts(buffered.events)
-        self._capture(texts)
-        checks = self._output_checks(texts, rules)
-        result = await run_checks(self.route.guard, checks)
-        self.exchange.output = result
-        ruling = self._act(result, rules, "output", texts)
-        if ruling.action is Action.BLOCK:
-            return self._blocked()
-        types = self._stream_mask_types() | ruling.redact
-        self.exchange.status = reply.status
-        masking = self.stream_codec.masking(self.masker, types)
-        return replay_response(buffered.events, reply, self.exchange, masking)
-
-    def _output_checks(self, answers: list[str], rules: DirectionRules) -> list[GuardInput]:
-        image, window = self.media.context_image(), self.tenant.output.window_chars
-        return output_checks(self.request.prompt, image, answers, rules, window)
-
-    # -- decisions --------------------------------------------------------------------------
-
-    def _ruling(
-        self, result: CheckResult, rules: DirectionRules, direction: str, texts: list[str]
-    ) -> Ruling:
-        """The one judging core's ruling; a monitored tenant's is recorded, not carried out."""
-        ruling = rule(result, self.tenant, rules, texts, self.masker, self.exchange.monitor)
-        if ruling.monitored:
-            self.exchange.monitored(direction, ruling.decided.value)
-        return ruling
-
-    def _act(
-        self, result: CheckResult, rules: DirectionRules, direction: str, texts: list[str]
-    ) -> Ruling:
-        ruling = self._ruling(result, rules, direction, texts)
-        if ruling.action is Action.FAIL:  # on_guard_error: block fails the request
-            raise _guard_failure(result)
-        if ruling.action is Action.FLAG:
-            self.exchange.flag(direction)
-        return ruling
-
-    def _blocked(self, usage: Any = None) -> Response:
-        tenant = self.tenant
-        return blocked_response(
-            self.codec, self.request, self.exchange, tenant.on_block, tenant.refusal_message, usage
-        )
-
-    def _capture(self, answers: list[str]) -> None:
-        if self.exchange.content is not None:
-            self.exchange.content.response = "\n\n".join(answers)
-        if self.exchange.judged is not None:
-            self.exchange.judged.answers = answers
-
-    def _count_redactions(self, direction: str, found: int) -> None:
-        if found:
-            self.exchange.redacted[direction] = self.exchange.redacted.get(direction, 0) + found
 
 
 def _refuse_unjudged(request: Conversation, tenant: TenantPolicy, exchange: Exchange) -> None:
@@ -423,27 +278,11 @@ def _refuse_hosted_tools(request: Conversation, tenant: TenantPolicy) -> None:
         raise RequestError(message, found[0])
 
 
-def _guard_failure(result: CheckResult) -> GuardError:
-    if result.overloaded:
-        return GuardOverloaded(result.error or "guard at capacity")
-    return GuardUnavailable(result.error or "guard failed")
-
-
 async def _abandon(call: asyncio.Task[UpstreamReply]) -> None:
     """Cancel an upstream call whose answer must not be used, and release its connection."""
     call.cancel()
     with contextlib.suppress(asyncio.CancelledError, UpstreamError):
         await (await call).aclose()
-
-
-async def _prepend(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
-    try:
-        if first:
-            yield first
-        async for chunk in rest:
-            yield chunk
-    finally:
-        await rest.aclose()
 
 
 def _decode_completion(body: bytes) -> dict[str, Any]:

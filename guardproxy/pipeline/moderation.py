@@ -39,12 +39,13 @@ MAX_WINDOWS_IN_FLIGHT = 4
 
 @dataclass(frozen=True)
 class Moderation:
-    """What the moderator needs from the pipeline, as functions so it can be tested alone."""
+    """What the moderator asks, as functions so it can be tested alone: a window's check
+    and action (a `WindowJudge`'s), and the stream codec's cut-off events. What the stream
+    ended with is the moderator's to tell (`cut_off`, `failure`), never written back."""
 
     check: Callable[[str], Coroutine[None, None, CheckResult]]
     judge: Callable[[CheckResult, str], Action]  # (result, the text that was checked)
     blocked: Callable[[Action], list[bytes]]  # the cut-off events for BLOCK or FAIL
-    failed: Callable[[GuardproxyError], None] = lambda error: None  # the upstream broke off
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class ChunkedModerator:
         self.tasks: list[asyncio.Task[CheckResult]] = []
         self.released = False
         self.cut_off: Action | None = None
+        self.failure: GuardproxyError | None = None  # the upstream broke off mid-stream
         self.stats = ModerationStats()
 
     async def events(self) -> AsyncGenerator[bytes]:
@@ -220,7 +222,7 @@ class ChunkedModerator:
 
     async def _finish(self, end: StreamEnd, unchecked: list[Check]) -> AsyncIterator[bytes]:
         if end.error is not None:
-            self.moderation.failed(end.error)
+            self.failure = end.error
             yield self.codec.error_event(end.error)  # no end event: the answer is incomplete
             return
         final = [self.final] if self.final else []

@@ -278,14 +278,9 @@ async def test_an_upstream_failure_mid_stream_ends_with_an_error_event_not_a_han
         yield delta("Hello ")
         raise RuntimeError("provider went away")
 
-    failures: list[str] = []
-    mod = Moderation(
-        Guard().check,
-        lambda r, t: Action.ALLOW,
-        lambda a: [REFUSAL],
-        lambda error: failures.append(str(error)),
-    )
+    mod = Moderation(Guard().check, lambda r, t: Action.ALLOW, lambda a: [REFUSAL])
     reply = UpstreamReply(200, stream=broken())
-    chunks = [c async for c in ChunkedModerator(reply, OutputPolicy(), mod, chat_stream()).events()]
+    moderator = ChunkedModerator(reply, OutputPolicy(), mod, chat_stream())
+    chunks = [c async for c in moderator.events()]
     assert b'"code": "upstream_error"' in chunks[-1]
-    assert failures == ["The upstream stream failed: RuntimeError"]
+    assert str(moderator.failure) == "The upstream stream failed: RuntimeError"
