@@ -1,4 +1,4 @@
-"""guardproxy's exception tree. HTTP status codes are assigned in `api/shapes.py` only.
+"""guardproxy's exception tree. HTTP status codes are assigned in `pipeline/replies.py` only.
 
 GuardproxyError
 ├── ConfigError                 config or policy file is invalid (file:line: message)

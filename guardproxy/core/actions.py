@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Literal
 
 
 class Action(StrEnum):
@@ -25,3 +26,9 @@ ORDER = tuple(Action)
 
 def most_severe_action(actions: Iterable[Action]) -> Action:
     return max(actions, key=lambda action: action.severity, default=Action.ALLOW)
+
+
+# What the audit record and `x-guardproxy-action` say of an exchange: the action carried out,
+# or `reject` (the request itself was refused), `error` (the upstream failed), `monitor` (a
+# monitored tenant: see `would`). A redaction is `allow` with `redacted` counts.
+Outcome = Literal["allow", "flag", "block", "fail", "reject", "error", "monitor"]

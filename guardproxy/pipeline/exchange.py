@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from guardproxy.core.actions import Action
+from guardproxy.core.actions import Action, Outcome
 from guardproxy.pipeline.checks import SKIPPED, CheckResult, CheckStatus
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class Exchange:
     stream: bool = False
     input: CheckResult = SKIPPED
     output: CheckResult = SKIPPED
-    action: str = "allow"
+    action: Outcome = "allow"  # set with the status, by `conclude`
     status: int | None = None
     error: str | None = None
     upstream_ms: float | None = None
@@ -47,6 +47,17 @@ class Exchange:
     monitor: bool = False  # the tenant's `mode: monitor`: nothing is enforced
     would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
     judged: Judged | None = None  # what the live checks judged, for a shadow policy
+
+    def conclude(
+        self, status: int, action: Outcome | None = None, error: str | None = None
+    ) -> None:
+        """How the exchange ended: the one place its status (and, when it is not the
+        checks' own, its action and error) is written."""
+        self.status = status
+        if action is not None:
+            self.action = action
+        if error is not None:
+            self.error = error
 
     def headers(self) -> dict[str, str]:
         return {

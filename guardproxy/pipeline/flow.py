@@ -1,5 +1,5 @@
 """The request path: input guard -> upstream -> output guard -> decision, for one tenant,
-whatever the API: the request's codec (`Conversation.codec`) reads and writes the wire shapes.
+whatever the API: the codec that came with it (`Incoming.codec`) reads and writes the wire shapes.
 
 client ──► input check ──► [mask] ──► upstream LLM ──► output check ──► [mask] ──► client
               │ unsafe                                    │ unsafe
@@ -224,8 +224,7 @@ class ChatFlow:
         """The upstream's status, and its error's identifiers (type, code, param) in the
         API's shape, never its message: that text is unjudged, may echo the prompt, or name
         the provider's hosts and accounts."""
-        self.exchange.status, self.exchange.action = reply.status, "error"
-        self.exchange.error = f"upstream answered HTTP {reply.status}"
+        self.exchange.conclude(reply.status, "error", f"upstream answered HTTP {reply.status}")
         type_, code, param = upstream_error_names(reply.body, reply.status)
         message = f"The upstream LLM refused the request (HTTP {reply.status}"
         message += f", {code})." if code else ")."
@@ -253,7 +252,7 @@ class ChatFlow:
             self.exchange.output = OFF
         completion, found = mask_answer(self.codec, completion, self.masker, types)
         self.enforcer.count_redactions("output", found)
-        self.exchange.status = reply.status
+        self.exchange.conclude(reply.status)
         return with_verdicts(completion, self.exchange)
 
 

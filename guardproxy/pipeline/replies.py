@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from guardproxy.core.actions import Action
+from guardproxy.core.actions import Action, Outcome
 from guardproxy.core.conversation import Conversation
 from guardproxy.errors import (
     AuthenticationError,
@@ -54,12 +54,12 @@ def status_of(exc: GuardproxyError) -> tuple[int, str, str | None]:
 def error_response(exc: GuardproxyError, exchange: Exchange, codec: Codec) -> JSONResponse:
     status, type_, code = status_of(exc)
     param = exc.param if isinstance(exc, RequestError) else None
-    exchange.status, exchange.error = status, str(exc)
     # fail: no verdict (fail closed); reject: the request itself was refused; error: the
     # upstream failed. Never "allow" for an answer that carries no completion.
-    exchange.action = (
+    action: Outcome = (
         "fail" if isinstance(exc, GuardError) else "reject" if status < 500 else "error"
     )
+    exchange.conclude(status, action, str(exc))
     body = codec.error(public_message(exc), status, type_, param, code)
     if exchange.tenant is not None:
         body["guardproxy"] = exchange.client_view()
@@ -86,12 +86,11 @@ def blocked_response(
     usage: Any = None,
 ) -> Response:
     """The tenant's block shape in the request's API: a refusal (200) or an error (400)."""
-    exchange.action = "block"
     if on_block == "error":
-        exchange.status = 400
+        exchange.conclude(400, "block")
         body = {**codec.content_filter_error(exchange), "guardproxy": exchange.client_view()}
         return JSONResponse(body, 400, headers=exchange.headers())
-    exchange.status = 200
+    exchange.conclude(200, "block")
     if request.stream:
         return StreamingResponse(
             _each(codec.refusal_events(request, exchange, refusal)),
@@ -123,10 +122,10 @@ def cut_off_events(
     """How a stream already under way ends when a check fails: never retract, just stop,
     with a guard error (FAIL), or the tenant's block shape."""
     if action is Action.FAIL:
-        exchange.action, exchange.status = "fail", 503
+        exchange.conclude(503, "fail")
         failure = GuardOverloaded if exchange.output.overloaded else GuardUnavailable
         return [shapes.error_event(failure(error or "guard failed"))]
-    exchange.action = "block"
+    exchange.conclude(exchange.status or 200, "block")  # 200 left with the first window
     if tenant.on_block == "error":
         return shapes.block_error_events(exchange)
     return shapes.refusal_after(exchange, tenant.refusal_message)

@@ -70,7 +70,7 @@ class StreamedAnswer:
         before it is answered with the tenant's block shape or a 503, never a 200.
         """
         enforcer, exchange = self.enforcer, self.enforcer.exchange
-        exchange.status = reply.status
+        exchange.conclude(reply.status)
         masking = self.codec.masking(self.masker, enforcer.stream_mask_types(self.masker))
         if not enforcer.tenant.output.enabled:
             exchange.output = OFF
@@ -105,7 +105,7 @@ class StreamedAnswer:
         if ruling.action is Action.BLOCK:
             return enforcer.blocked()
         types = enforcer.stream_mask_types(self.masker) | ruling.redact
-        exchange.status = reply.status
+        exchange.conclude(reply.status)
         masking = self.codec.masking(self.masker, types)
         return replay_response(buffered.events, reply, exchange, masking)
 
@@ -126,8 +126,7 @@ class StreamedAnswer:
         """An upstream that broke off mid-stream: the record says so, once the stream ends."""
         if moderator.failure is not None:
             exchange = self.enforcer.exchange
-            exchange.status, _, _ = status_of(moderator.failure)
-            exchange.error = str(moderator.failure)
+            exchange.conclude(status_of(moderator.failure)[0], error=str(moderator.failure))
 
 
 async def _prepend(first: bytes, rest: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:

@@ -55,8 +55,7 @@ class GuardedStream(StreamingResponse):
 
     async def _close(self) -> None:
         if not self.finished and self.exchange.status in (None, 200):
-            self.exchange.status = CLIENT_GONE
-            self.exchange.error = "the client closed the connection mid-stream"
+            self.exchange.conclude(CLIENT_GONE, error="the client closed the connection mid-stream")
         await self.content.aclose()  # cancels a moderator's reader and pending checks
         for close in self.closers:
             await close()
@@ -141,8 +140,7 @@ async def _relay(
         async for chunk in chunks:
             yield chunk
     except UpstreamError as exc:
-        exchange.status, _, _ = status_of(exc)
-        exchange.error = str(exc)
+        exchange.conclude(status_of(exc)[0], error=str(exc))
         yield codec.error_event(exc)
 
 

@@ -219,7 +219,7 @@ async def _serve(codec: Codec, request: Request) -> Response:
     except GuardproxyError as exc:
         response = error_response(exc, exchange, codec)
     except BaseException as exc:  # the 500 handler answers; the audit still gets its line
-        exchange.status, exchange.error = 500, f"internal error: {type(exc).__name__}"
+        exchange.conclude(500, error=f"internal error: {type(exc).__name__}")
         await _audit(runtime, exchange, span)
         raise
     if isinstance(response, GuardedStream):
