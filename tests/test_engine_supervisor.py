@@ -23,6 +23,7 @@ from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
 from guardproxy.policy.loader import load_policies
 from guardproxy.server.app import create_app
+from guardproxy.server.runtime import app_state
 from tests.conftest import OPS_KEY, REPO, TENANT_KEY, write_embedded_config
 from tests.fakes.server import run_in_thread
 from tests.fakes.upstream import FakeUpstreamState, create_fake_upstream
@@ -128,7 +129,7 @@ def test_the_proxy_serves_with_an_embedded_guard_and_fails_over_while_it_is_down
         app = create_app(settings, load_policies(settings, {}), audit=MemoryAuditSink())
         with run_in_thread(app) as url, httpx.Client(base_url=url) as http:
             asyncio.run(_ready(http))
-            engine = app.state.engines["embedded"]
+            engine = app_state(app).engines["embedded"]
             client = openai.OpenAI(base_url=f"{url}/v1", api_key=TENANT_KEY, max_retries=0)
             with client:
                 answer = client.chat.completions.create(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,7 +28,7 @@ from guardproxy.errors import AuthenticationError
 from guardproxy.policy.view import show_guard_request
 
 if TYPE_CHECKING:
-    from guardproxy.server.runtime import Runtime
+    from guardproxy.server.runtime import AppState, Runtime
 
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 8 * 1024 * 1024  # the playground's image arrives as a data: URL
@@ -37,10 +37,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class AdminSite:
-    """The pages, reading the app's live state: `state()` is the app's `state`, whose
+    """The pages, reading the app's live, typed state: `state()` gives the `AppState` whose
     `runtime` and `audit_store` the lifespan sets (and a policy reload replaces)."""
 
-    def __init__(self, state: Callable[[], Any], keys: AdminKeys) -> None:
+    def __init__(self, state: Callable[[], AppState], keys: AdminKeys) -> None:
         self.state, self.keys = state, keys
         self.pages = Pages(Jinja2Templates(directory=TEMPLATES))
         self.decisions = DecisionPages(lambda: self.store, self.pages)
@@ -59,8 +59,7 @@ class AdminSite:
         return self._database
 
     def runtime(self) -> Runtime:
-        runtime: Runtime = self.state().runtime
-        return runtime
+        return self.state().runtime
 
     @property
     def store(self) -> AsyncEngine | None:

@@ -2,7 +2,7 @@
 
 A reload builds a complete new set; a set with any error is rejected whole, the last good set
 keeps serving, and the error is logged and shown by /readyz. Requests in flight finish under
-the runtime they started with, since a reload swaps `app.state.runtime`, never edits it.
+the runtime they started with, since a reload swaps the `AppState`'s runtime, never edits it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import watchfiles
 
 from guardproxy.errors import ConfigError
 from guardproxy.policy.model import PolicySet
+from guardproxy.server.runtime import app_state
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -38,16 +39,17 @@ async def reload_policies(
 
     Reloads run one at a time, so a slow failing one can never roll back a newer good set.
     """
+    state = app_state(app)
     async with lock:
         try:
             policies = await asyncio.to_thread(load)
         except ConfigError as exc:
             logger.error("policy reload (%s) rejected, the previous set stays:\n%s", reason, exc)
-            app.state.runtime = app.state.runtime.with_error(str(exc))
-            app.state.metrics.reloads.labels("error").inc()
+            state.runtime = state.runtime.with_error(str(exc))
+            state.metrics.reloads.labels("error").inc()
             return False
-        app.state.runtime = app.state.runtime.with_policies(policies)
-        app.state.metrics.reloads.labels("ok").inc()
+        state.runtime = state.runtime.with_policies(policies)
+        state.metrics.reloads.labels("ok").inc()
     logger.info("policies reloaded (%s): %d tenant(s)", reason, len(policies.tenants))
     return True
 

@@ -4,14 +4,18 @@ admin pages and hot reload import these types; this module imports neither."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
+from starlette.applications import Starlette
 
 from guardproxy.audit.sinks import AuditSink
+from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings, TracingSettings
+from guardproxy.engine.vllm import VllmEngine
 from guardproxy.errors import ConfigError
+from guardproxy.health import SharedProbe
 from guardproxy.lifecycle.shadow import ShadowRunner
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.metrics import Metrics
@@ -52,6 +56,26 @@ class Runtime:
 
     def with_error(self, error: str) -> Runtime:
         return replace(self, reload_error=error)
+
+
+@dataclass
+class AppState:
+    """What the lifespan builds and every part of the server reads, typed: the live runtime
+    (a policy reload swaps it whole), the metrics, the audit database and the embedded
+    engines. It is the app's only state (`app_state(app)`)."""
+
+    runtime: Runtime
+    metrics: Metrics
+    audit_store: DatabaseSink | None
+    engines: dict[str, VllmEngine]
+    # /readyz's probe of every guard and upstream, shared by the probe requests of a second
+    probes: SharedProbe[tuple[dict[str, str], dict[str, str]]] = field(default_factory=SharedProbe)
+
+
+def app_state(app: Starlette) -> AppState:
+    state = app.state.guardproxy
+    assert isinstance(state, AppState), "the lifespan has not started"
+    return state
 
 
 def build_routes(

@@ -21,6 +21,7 @@ from guardproxy.config import load_settings
 from guardproxy.engine.vllm import group_alive
 from guardproxy.policy.loader import load_policies
 from guardproxy.server.app import create_app
+from guardproxy.server.runtime import app_state
 from tests.conftest import OPS_KEY, TENANT_KEY, write_embedded_config
 from tests.engine.conftest import ENGINE_ENV, engine_env, engine_python, forced
 from tests.fakes.server import run_in_thread
@@ -68,7 +69,7 @@ def test_an_embedded_vllm_guard_starts_serves_restarts_and_stops(
         app = create_app(settings, load_policies(settings, {}), audit=MemoryAuditSink())
         with run_in_thread(app) as url, httpx.Client(base_url=url, timeout=10) as http:
             start_s = wait_for(lambda: http.get("/readyz").status_code == 200)
-            engine = app.state.engines["embedded"]
+            engine = app_state(app).engines["embedded"]
             pid = engine.status.pid
             assert pid is not None
             report["embedded_guard"] = {
