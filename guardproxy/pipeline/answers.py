@@ -189,6 +189,5 @@ def _put(body: Any, location: tuple[str | int, ...], value: str) -> None:
 
 
 def _identifier(value: Any) -> str | None:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+    """A string identifier; vLLM's `code` is the HTTP status again, an int, and says nothing."""
     return value if isinstance(value, str) and value and IDENTIFIER.fullmatch(value) else None

@@ -126,11 +126,18 @@ def test_reasoning_gets_its_budget_and_its_trace_is_recorded(start_tier: TierFac
     assert " " in recorded
 
 
-def test_the_engines_own_error_is_relayed_to_the_client(start_tier: TierFactory) -> None:
+def test_the_engines_refusal_reaches_the_client_as_its_status_and_type(
+    start_tier: TierFactory,
+) -> None:
+    """The upstream's error text is never relayed (it is unjudged, and may echo the prompt or
+    name hosts); its status and identifiers are."""
     proxy = start_tier(SAFE)
     with pytest.raises(openai.BadRequestError) as caught:
         proxy.client().chat.completions.create(model=MODEL, messages=HI, max_tokens=100000)
-    assert "cannot be greater than max_model_len" in caught.value.message
+    assert caught.value.status_code == 400
+    assert caught.value.message.endswith("The upstream LLM refused the request (HTTP 400).")
+    assert "max_model_len" not in caught.value.message
+    assert caught.value.type == "BadRequestError"  # vLLM's own error type
 
 
 def test_a_guard_the_engine_refuses_fails_closed(start_tier: TierFactory) -> None:
