@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from guardproxy.policy.profile import build_profiles
 from guardproxy.policy.view import show_guard_request
 
 DEFAULT_CONFIG = Path("guardproxy.yaml")
+logger = logging.getLogger(__name__)
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
 
 
@@ -126,12 +128,25 @@ def _config_path(config: Path | None) -> Path:
     return Path(str(resources.files("guardproxy") / "defaults" / "guardproxy.yaml"))
 
 
-def _workers(value: str) -> int:
+def _workers(value: str) -> int | str:
     if value == "auto":
-        return os.cpu_count() or 1
+        return value  # sized once the config is read (`_auto_workers`)
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError("a positive number or 'auto'")
     return int(value)
+
+
+def _auto_workers(path: Path) -> int:
+    """This pod's size: its CPU affinity and its cgroup's CPU quota and memory limit
+    (`server/sizing.py`), and no more workers than the smallest guard `max_concurrency`, so
+    split between them it still holds. The choice is logged."""
+    from guardproxy.server.sizing import auto_workers
+
+    sizing = auto_workers()
+    caps = [g.max_concurrency for g in load_settings(path, dict(os.environ)).guards.values()]
+    workers = min([sizing.workers, *(cap for cap in caps if cap is not None)])
+    logger.info("--workers auto: %s; starting %d", sizing.describe(), workers)
+    return workers
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -146,18 +161,19 @@ def _serve(args: argparse.Namespace) -> int:
     options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
     if args.log_format == "json":
         options["log_config"] = None  # uvicorn's own lines go through the JSON root handler
-    if args.workers == 1:
+    workers = args.workers if isinstance(args.workers, int) else _auto_workers(path)
+    if workers == 1:
         uvicorn.run(_app(path, 1), **options)
         return 0
-    settings, _ = _load_for_serving(path, args.workers)  # a bad config fails here, once
+    settings, _ = _load_for_serving(path, workers)  # a bad config fails here, once
     if settings.audit.database:  # workers must not race to create the audit schema
         asyncio.run(_migrate_audit(settings.audit.database))
     # Each worker builds its own app from the same files (see `worker_app`), and their
     # metrics meet in prometheus-client's multiprocess folder.
     os.environ[WORKER_CONFIG_ENV] = str(path)
-    os.environ[WORKER_COUNT_ENV] = str(args.workers)
+    os.environ[WORKER_COUNT_ENV] = str(workers)
     os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="guardproxy-metrics-"))
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=args.workers, **options)
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
     return 0
 
 

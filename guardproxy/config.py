@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from guardproxy.errors import ConfigError
 from guardproxy.yamlfile import load_model, read_yaml
 
 GuardProtocolName = Literal[
@@ -305,7 +306,14 @@ class Settings(Frozen):
 
     def per_worker(self, workers: int) -> Settings:
         """The settings of one of `workers` processes: each guard's `max_concurrency` is
-        divided between them (at least 1 each), so together they never exceed it."""
+        divided between them, so together they never exceed it; with fewer calls than
+        workers it cannot be, and that is a config error."""
+        for name, guard in self.guards.items():
+            if guard.max_concurrency is not None and guard.max_concurrency < workers:
+                raise ConfigError(
+                    f"guard {name!r}: max_concurrency {guard.max_concurrency} cannot be split "
+                    f"over {workers} workers; run at most {guard.max_concurrency}"
+                )
         guards = {
             name: guard.model_copy(
                 update={"max_concurrency": max(guard.max_concurrency // workers, 1)}

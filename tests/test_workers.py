@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.common import children, free_port
 from guardproxy.cli import main
 from guardproxy.config import load_settings
+from guardproxy.errors import ConfigError
 from tests.conftest import TENANT_KEY, write_config
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread
@@ -75,7 +76,9 @@ def test_a_guard_cap_is_split_between_the_workers(tmp_path: Path) -> None:
     )
     settings = load_settings(config, {"TEST_TENANT_KEY": TENANT_KEY})
     assert settings.per_worker(2).guards["nemotron"].max_concurrency == 4
-    assert settings.per_worker(20).guards["nemotron"].max_concurrency == 1
+    assert settings.per_worker(9).guards["nemotron"].max_concurrency == 1
+    with pytest.raises(ConfigError, match="max_concurrency 9 cannot be split over 20 workers"):
+        settings.per_worker(20)  # one call each would be 20 in flight: never past the cap
 
 
 def test_workers_refuse_a_shared_embedded_engine(
@@ -89,11 +92,10 @@ def test_workers_refuse_a_shared_embedded_engine(
     assert "cannot share the embedded engine" in capsys.readouterr().err
 
 
-def test_workers_auto_is_the_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_auto_is_sized_once_the_config_is_read() -> None:
     from guardproxy.cli import _workers
 
-    monkeypatch.setattr("os.cpu_count", lambda: 6)
-    assert _workers("auto") == 6
+    assert _workers("auto") == "auto"  # server/sizing.py decides (tests/server/test_sizing.py)
     assert _workers("3") == 3
 
 

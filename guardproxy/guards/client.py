@@ -38,6 +38,9 @@ RETRY_MULTIPLIER_S = 0.05
 RETRY_MAX_WAIT_S = 1.0
 # An attempt never gets a zero or negative httpx timeout; the overall deadline still rules.
 MIN_ATTEMPT_TIMEOUT_S = 0.001
+# The loop runs a timer when its time is within its clock's resolution, so the deadline's
+# cancellation can find the clock a hair short of it (-1e-12 s here): a millisecond's slack.
+DEADLINE_SLACK_S = 0.001
 RAW_BODY_LIMIT = 2000
 # Failures where the guard cannot have judged anything yet. Classification has no side
 # effects, so retrying after a dropped connection is safe too.
@@ -213,9 +216,10 @@ class GuardTransport:
             return await self._post_admitted(body, timeout_s)
 
     async def _post_admitted(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+        deadline = _now() + timeout_s  # the loop's clock: the same instant for both
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self._post_with_retries(body, _now() + timeout_s, timeout_s)
+            async with asyncio.timeout_at(deadline):
+                return await self._post_with_retries(body, deadline, timeout_s)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GuardUnavailable(f"guard timed out after {timeout_s} s") from exc
         except httpx.HTTPStatusError as exc:
@@ -244,7 +248,8 @@ class GuardTransport:
         self, body: dict[str, Any], deadline: float, tried: set[str]
     ) -> httpx.Response:
         """One try, on the least busy replica this call has not tried yet; its breaker
-        counts connect errors, timeouts and 5xx."""
+        counts connect errors, timeouts (its own, or the call's deadline running out on it)
+        and 5xx."""
         replica = self.pool.pick(tried)
         if replica is None:
             raise GuardUnavailable("every guard replica is ejected (circuit open)")
@@ -263,6 +268,13 @@ class GuardTransport:
         except (httpx.HTTPStatusError, httpx.RequestError) as exc:
             failed = not isinstance(exc, httpx.HTTPStatusError) or exc.response.is_server_error
             (replica.breaker.failed if failed else replica.breaker.succeeded)()
+            raise
+        except asyncio.CancelledError:
+            # The call's deadline ran out while this replica held it: a guard that accepts
+            # and never answers. That is its failure (Envoy counts gateway timeouts); a
+            # caller that went away before the deadline is not.
+            if _now() >= deadline - DEADLINE_SLACK_S:
+                replica.breaker.failed()
             raise
         finally:
             replica.outstanding -= 1
