@@ -206,6 +206,12 @@ class AuditSettings(Frozen):
     database: str | None = None  # sqlite:///audit.db, postgresql+asyncpg://user@host/db
     retention_days: float | None = Field(default=None, gt=0)  # database rows; None: keep all
     max_queue: int = Field(default=10_000, ge=1)  # records waiting for the database
+    # Rotating the JSON-lines trail: past `rotate_bytes`, and/or at the first write of each
+    # UTC day; `keep_files` rotated trails are kept. The trail also follows an outside
+    # rotation (logrotate's rename, SIGHUP).
+    rotate_bytes: int | None = Field(default=None, ge=1024)
+    rotate_daily: bool = False
+    keep_files: int = Field(default=7, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any, BinaryIO, Protocol
@@ -23,6 +27,7 @@ except ImportError:  # pragma: no cover - not POSIX
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 0.05
+MAX_REOPENS = 3  # a batch follows the file this many times before it just writes
 
 Dropped = Callable[[str, int], None]  # (reason, records): counted by the metrics
 
@@ -30,6 +35,10 @@ Dropped = Callable[[str, int], None]  # (reason, records): counted by the metric
 class AuditSink(Protocol):
     def write(self, record: dict[str, Any]) -> None:
         """Queue one record; never blocks the event loop on I/O."""
+        ...
+
+    def reopen(self) -> None:
+        """Reopen any file written to (SIGHUP after an outside rotation)."""
         ...
 
     async def aclose(self) -> None:
@@ -46,12 +55,24 @@ class JsonlAuditSink:
     form is dropped alone; every other record queued before `aclose()` is written.
     """
 
-    def __init__(self, path: Path | None, *, dropped: Dropped | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        dropped: Dropped | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
         self._path = path
         self._dropped = dropped or (lambda reason, n: None)
+        self._rotation = rotation if path is not None else None
         self._pending: list[bytes] = []
         self._file = self._open(path)
         self._flusher: asyncio.Task[None] | None = None
+        self._reopen_asked = False
+
+    def reopen(self) -> None:
+        """Reopen the file before the next batch (SIGHUP, as logrotate's `postrotate` sends)."""
+        self._reopen_asked = True
 
     @staticmethod
     def _open(path: Path | None) -> BinaryIO:
@@ -71,10 +92,14 @@ class JsonlAuditSink:
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
-    async def aclose(self) -> None:
+    async def flush(self) -> None:
+        """Write everything queued now."""
         if self._flusher is not None:
             await self._flusher
-        self._write_batch(self._take())
+        await asyncio.to_thread(self._write_batch, self._take())
+
+    async def aclose(self) -> None:
+        await self.flush()
         if self._path is not None:
             self._file.close()
 
@@ -95,12 +120,75 @@ class JsonlAuditSink:
         if not lines:
             return
         try:
-            with _exclusive(self._file if self._path is not None else None):
-                self._file.write(b"".join(lines))
-                self._file.flush()
+            self._append(b"".join(lines))
         except (OSError, ValueError):  # a full disk, a closed stream
             logger.exception("%d audit records could not be written", len(lines))
             self._dropped("error", len(lines))
+
+    def _append(self, data: bytes) -> None:
+        """Append under the file's lock. The file this process holds may have been moved
+        away (logrotate's rename, another worker's rotation) or be due to rotate: then it
+        is reopened, and the batch goes to the file now at the path."""
+        path = self._path
+        if path is None:
+            self._file.write(data)
+            self._file.flush()
+            return
+        for _ in range(MAX_REOPENS):
+            if self._reopen_asked or _moved(self._file, path):
+                self._reopen(path)
+            file = self._file
+            with _exclusive(file):
+                if not _moved(file, path):
+                    if self._rotation is None or not self._rotation.due(file, len(data)):
+                        file.write(data)
+                        file.flush()
+                        return
+                    self._rotation.rotate(path)  # under the lock: one worker rotates
+        self._reopen(path)  # moved under us again and again: write where the path is now
+        self._file.write(data)
+        self._file.flush()
+
+    def _reopen(self, path: Path) -> None:
+        self._reopen_asked = False
+        old, self._file = self._file, self._open(path)
+        old.close()
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """When the trail is rotated (past `max_bytes`, or at its first write of a new UTC day)
+    and how many rotated files are kept. A rotated file is renamed `<name>.<UTC time>`."""
+
+    max_bytes: int | None = None
+    daily: bool = False
+    keep: int = 7
+
+    def due(self, file: BinaryIO, adding: int) -> bool:
+        stat = os.fstat(file.fileno())
+        if stat.st_size == 0:
+            return False
+        if self.max_bytes is not None and stat.st_size + adding > self.max_bytes:
+            return True
+        written = datetime.fromtimestamp(stat.st_mtime, UTC).date()
+        return self.daily and written < datetime.now(UTC).date()
+
+    def rotate(self, path: Path) -> None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path.rename(path.with_name(f"{path.name}.{stamp}"))
+        rotated = sorted(path.parent.glob(f"{glob.escape(path.name)}.*"))
+        for old in rotated[: max(len(rotated) - self.keep, 0)]:
+            old.unlink(missing_ok=True)
+
+
+def _moved(file: BinaryIO, path: Path) -> bool:
+    """Whether `path` no longer names the file held open (renamed away, or replaced)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return True
+    held = os.fstat(file.fileno())
+    return (at_path.st_ino, at_path.st_dev) != (held.st_ino, held.st_dev)
 
 
 @contextmanager
@@ -126,6 +214,9 @@ class MemoryAuditSink:
     def write(self, record: dict[str, Any]) -> None:
         self.records.append(record)
 
+    def reopen(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -135,6 +226,10 @@ class FanoutSink:
 
     def __init__(self, *sinks: AuditSink) -> None:
         self.sinks = sinks
+
+    def reopen(self) -> None:
+        for sink in self.sinks:
+            sink.reopen()
 
     def write(self, record: dict[str, Any]) -> None:
         for sink in self.sinks:

@@ -117,6 +117,9 @@ class DatabaseSink:
             sink._pruner = asyncio.create_task(sink._prune_every(RETENTION_EVERY_S))
         return sink
 
+    def reopen(self) -> None:
+        return None  # a database has no file to follow
+
     def write(self, record: dict[str, Any]) -> None:
         if len(self._pending) >= self._max_queue:
             self._lose([record], "queue_full")

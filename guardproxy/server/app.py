@@ -18,7 +18,7 @@ from guardproxy.admin.auth import AdminKeys
 from guardproxy.admin.server import side_server
 from guardproxy.admin.site import AdminSite
 from guardproxy.api.wire import WIRE_APIS
-from guardproxy.audit.sinks import AuditSink, FanoutSink, JsonlAuditSink
+from guardproxy.audit.sinks import AuditSink, FanoutSink, JsonlAuditSink, Rotation
 from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings
 from guardproxy.engine.vllm import build_engines, resolve_engine_urls, running
@@ -90,7 +90,9 @@ def create_app(
         ):
             metrics = Metrics(metrics_dir)
             store = await _audit_store(settings, metrics)
-            trail = audit or JsonlAuditSink(settings.audit_path(), dropped=metrics.trail_lost)
+            trail = audit or JsonlAuditSink(
+                settings.audit_path(), dropped=metrics.trail_lost, rotation=_rotation(settings)
+            )
             sink = _sinks(trail, store)
             clients = (guard_client, upstream_client, image_fetcher)
             cache = build_cache(settings.cache)
@@ -184,6 +186,13 @@ async def _audit_store(settings: Settings, metrics: Metrics) -> DatabaseSink | N
         retention_days=audit.retention_days,
         dropped=metrics.audit_lost,
     )
+
+
+def _rotation(settings: Settings) -> Rotation | None:
+    audit = settings.audit
+    if audit.rotate_bytes is None and not audit.rotate_daily:
+        return None
+    return Rotation(audit.rotate_bytes, audit.rotate_daily, audit.keep_files)
 
 
 def _sinks(trail: AuditSink, store: DatabaseSink | None) -> AuditSink:

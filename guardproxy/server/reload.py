@@ -58,16 +58,17 @@ async def reload_policies(
 async def watch_policies(
     app: Starlette, folder: Path, load: PolicyLoader | None
 ) -> AsyncIterator[None]:
-    """Reload on changes under `folder` and on SIGHUP while the context is open."""
-    if load is None:
-        yield
-        return
+    """While the context is open, SIGHUP reopens the audit trail (as logrotate's `postrotate`
+    asks) and, with a loader, reloads the policies, as file changes under `folder` do."""
     stop, lock = asyncio.Event(), asyncio.Lock()
-    watcher = asyncio.create_task(_watch(app, folder, load, stop, lock))
+    watcher = asyncio.create_task(_watch(app, folder, load, stop, lock)) if load else None
     loop = asyncio.get_running_loop()
     pending: set[asyncio.Task[bool]] = set()
 
     def on_sighup() -> None:
+        app_state(app).runtime.audit.reopen()
+        if load is None:
+            return
         task = loop.create_task(reload_policies(app, load, "SIGHUP", lock))
         pending.add(task)  # keep a reference until it is done
         task.add_done_callback(pending.discard)
@@ -80,7 +81,8 @@ async def watch_policies(
         stop.set()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not main thread
             loop.remove_signal_handler(signal.SIGHUP)
-        await watcher
+        if watcher is not None:
+            await watcher
 
 
 async def _watch(
