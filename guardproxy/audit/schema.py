@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -20,13 +21,18 @@ from sqlalchemy import (
     String,
     Table,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
+# 64-bit ids on PostgreSQL (SQLite's INTEGER primary key is its 64-bit rowid already), and
+# jsonb documents there (revision 0004).
+ID = BigInteger().with_variant(Integer(), "sqlite")
+DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 
 decisions = Table(
     "decisions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", ID, primary_key=True, autoincrement=True),
     Column("request_id", String(64), nullable=False, unique=True),
     Column("time", DateTime(timezone=True), nullable=False),
     Column("tenant", String(128)),
@@ -42,9 +48,9 @@ decisions = Table(
     Column("output_ms", Float),
     Column("upstream_ms", Float),
     Column("total_ms", Float),
-    Column("record", JSON, nullable=False),
-    Column("content", JSON),  # only where the tenant opted in (audit_content)
-    Column("shadow", JSON),  # the tenant's shadow policy's decision, written after the live one
+    Column("record", DOCUMENT, nullable=False),
+    Column("content", DOCUMENT),  # only where the tenant opted in (audit_content)
+    Column("shadow", DOCUMENT),  # the tenant's shadow policy's decision, written after the live one
     Index("ix_decisions_time", "time"),
     Index("ix_decisions_tenant_time", "tenant", "time"),
     Index("ix_decisions_action_time", "action", "time"),

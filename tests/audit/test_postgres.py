@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -62,3 +63,66 @@ async def test_retention_on_postgresql(database: str) -> None:
     assert await sink.prune(now=NOW) == 1
     assert (await list_decisions(sink.engine, DecisionFilter())).total == 1
     await sink.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_populated_trail_is_upgraded_to_bigint_ids_and_jsonb(database: str) -> None:
+    """Revision 0004 on a database written at 0003: the rows keep their content, the id is
+    8 bytes with its sequence, the documents are jsonb, and new rows go on being written."""
+    from alembic import command
+    from alembic.config import Config
+
+    from guardproxy.audit.store import MIGRATIONS, migrate
+
+    engine = open_engine(database)
+
+    def to_0003(connection: Any) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0003")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(to_0003)
+        for n in range(50):
+            await connection.execute(
+                text(
+                    "INSERT INTO decisions (request_id, time, api, stream, action, input_status,"
+                    " output_status, record, content) VALUES (:id, now(), 'chat.completions',"
+                    " false, 'allow', 'safe', 'safe', :record, :content)"
+                ),
+                {"id": f"old{n}", "record": f'{{"n": {n}}}', "content": '{"prompt": "hi"}'},
+            )
+    await migrate(engine)
+    async with engine.connect() as connection:
+        types: dict[str, str] = dict(
+            (
+                await connection.execute(
+                    text(
+                        "SELECT column_name, data_type FROM information_schema.columns"
+                        " WHERE table_name = 'decisions'"
+                    )
+                )
+            ).all()
+        )
+        sequence = await connection.execute(
+            text("SELECT data_type FROM information_schema.sequences"
+                 " WHERE sequence_name = 'decisions_id_seq'")
+        )  # fmt: skip
+        sequence_type = sequence.scalar_one()
+        kept = await connection.execute(
+            text("SELECT count(*), max((record->>'n')::int) FROM decisions")
+        )
+        count, highest = kept.one()
+    assert (types["id"], types["record"], types["content"], types["shadow"]) == (
+        "bigint", "jsonb", "jsonb", "jsonb"
+    )  # fmt: skip
+    assert sequence_type == "bigint"
+    assert (count, highest) == (50, 49)
+    await engine.dispose()
+    sink = await DatabaseSink.open(database)
+    sink.write(record(1, categories=("Hate",)))
+    await sink.aclose()
+    engine = open_engine(database)
+    assert (await list_decisions(engine, DecisionFilter())).total == 51
+    await engine.dispose()

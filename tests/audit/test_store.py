@@ -80,7 +80,7 @@ async def test_schema_is_at_alembic_head_in_wal_mode_with_the_reviewers_indexes(
     await migrate(sink.engine)  # a second run is a no-op
     async with sink.engine.connect() as connection:
         version = await connection.execute(text("SELECT version_num FROM alembic_version"))
-        assert version.scalar_one() == "0003"
+        assert version.scalar_one() == "0004"
         mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
         indexes = await connection.run_sync(
             lambda sync: {i["name"] for i in inspect(sync).get_indexes("decisions")}
