@@ -7,14 +7,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import text
 
 from guardproxy.audit.query import DecisionFilter, blocks_per_category, list_decisions
-from guardproxy.audit.store import DatabaseSink, open_engine
-from tests.audit.test_store import NOW, record
+from guardproxy.audit.store import DatabaseSink, migrate, open_engine
+from tests.audit.test_store import NOW, record, upgrade_to
 
 URL = os.environ.get("GUARDPROXY_TEST_POSTGRES", "")
 pytestmark = pytest.mark.skipif(not URL, reason="GUARDPROXY_TEST_POSTGRES is not set")
@@ -69,21 +68,9 @@ async def test_retention_on_postgresql(database: str) -> None:
 async def test_a_populated_trail_is_upgraded_to_bigint_ids_and_jsonb(database: str) -> None:
     """Revision 0004 on a database written at 0003: the rows keep their content, the id is
     8 bytes with its sequence, the documents are jsonb, and new rows go on being written."""
-    from alembic import command
-    from alembic.config import Config
-
-    from guardproxy.audit.store import MIGRATIONS, migrate
-
     engine = open_engine(database)
-
-    def to_0003(connection: Any) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
-
     async with engine.begin() as connection:
-        await connection.run_sync(to_0003)
+        await connection.run_sync(upgrade_to, "0003")
         for n in range(50):
             await connection.execute(
                 text(

@@ -194,21 +194,9 @@ async def test_filters_and_paging_answer_the_reviewers_questions(tmp_path: Path)
 
 @pytest.mark.anyio
 async def test_a_trail_made_at_revision_0001_is_upgraded_in_place(tmp_path: Path) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    from guardproxy.audit.store import MIGRATIONS
-
     engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-
-    def to_first(connection: Any) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
-
     async with engine.begin() as connection:
-        await connection.run_sync(to_first)
+        await connection.run_sync(upgrade_to, "0001")
         await connection.execute(
             text(
                 "INSERT INTO decisions (request_id, time, api, stream, action, input_status,"
@@ -221,6 +209,19 @@ async def test_a_trail_made_at_revision_0001_is_upgraded_in_place(tmp_path: Path
     assert found is not None
     assert (found["api"], found["shadow"]) == ("responses", None)
     await engine.dispose()
+
+
+def upgrade_to(connection: Any, revision: str) -> None:
+    """The schema at an earlier Alembic revision, as an older release left it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from guardproxy.audit.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
 
 
 async def flushed(sink: DatabaseSink) -> None:
