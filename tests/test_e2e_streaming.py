@@ -185,6 +185,7 @@ def test_a_chunked_stream_says_pending_in_its_headers_and_the_outcome_in_the_aud
         model="m", messages=[SAFE], stream=True
     )
     assert raw.headers["x-guardproxy-output"] == "pending"
+    assert raw.headers["x-guardproxy-action"] == "pending"  # the answer is not judged yet
     text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     assert text == proxy.upstream.reply
     wait_for(lambda: len(proxy.audit.records) == 1)

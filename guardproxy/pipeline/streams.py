@@ -126,10 +126,13 @@ def sse_response(
     checked_as_it_flows: bool = False,
 ) -> GuardedStream:
     """`checked_as_it_flows`: the headers leave while the rest of the answer is still to be
-    checked, so they say `pending` for the output, never `safe`."""
+    checked, so they say `pending` for the output and the action, never `safe` or `allow`
+    (a monitored tenant's action stays `monitor`: nothing of it will be enforced)."""
     headers = {**reply.headers, **SSE_HEADERS, **exchange.headers()}
     if checked_as_it_flows:
         headers["x-guardproxy-output"] = "pending"
+        if not exchange.monitor:
+            headers["x-guardproxy-action"] = "pending"
     return GuardedStream(content, headers, reply.content_type or "text/event-stream", exchange)
 
 
