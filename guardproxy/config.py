@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,15 @@ UNFORWARDABLE_HEADERS = frozenset(
 )  # fmt: skip
 ANTHROPIC_VERSION = "2023-06-01"  # sent on /v1/messages when the client names none
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+
+
+# The modules each optional extra brings (pyproject.toml's optional-dependencies).
+EXTRAS = {
+    "postgres": ("asyncpg",),
+    "redis": ("redis",),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+    "litellm": ("litellm",),
+}
 
 
 class Frozen(BaseModel):
@@ -339,7 +349,31 @@ class Settings(Frozen):
 
 
 def load_settings(path: Path, env: dict[str, str]) -> Settings:
-    """Read and validate a config file; relative paths in it are relative to its folder."""
+    """Read and validate a config file; relative paths in it are relative to its folder. A
+    feature whose optional dependencies are not installed is a one-line error naming the
+    extra to install, for `check` as for `serve`."""
     document = read_yaml(path, env)
     settings = load_model(Settings, document)
+    missing = missing_extras(settings)
+    if missing:
+        raise ConfigError(f"{path}: {missing[0]}")
     return settings.model_copy(update={"base_dir": path.parent})
+
+
+def missing_extras(settings: Settings) -> list[str]:
+    """What the config turns on that this installation cannot run, one line each."""
+    wanted = [
+        ("audit.database", (settings.audit.database or "").startswith("postgresql"), "postgres"),
+        ("cache.redis", settings.cache.redis is not None, "redis"),
+        ("tracing", settings.tracing.active, "otel"),
+        (
+            "upstreams",
+            any(u.litellm_model is not None for u in settings.upstreams.values()),
+            "litellm",
+        ),
+    ]
+    return [
+        f"{key} needs the '{extra}' extra: pip install 'guardproxy[{extra}]'"
+        for key, used, extra in wanted
+        if used and not all(importlib.util.find_spec(module) for module in EXTRAS[extra])
+    ]

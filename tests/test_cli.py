@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from guardproxy.cli import main
-from tests.conftest import write_config
+from tests.conftest import TENANT_KEY, write_config
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread
 
@@ -75,3 +77,31 @@ def test_classify_reports_a_bad_image_without_a_traceback(
     args = ["classify", "--config", str(path), "--tenant", "acme", "--image", str(broken), "hi"]
     assert main(args) == 2
     assert capsys.readouterr().err.startswith("--image: ")
+
+
+@pytest.mark.parametrize(
+    ("extra", "module", "config"),
+    [
+        ("postgres", "asyncpg", {"audit": {"database": "postgresql+asyncpg://gp@db/gp"}}),
+        ("redis", "redis", {"cache": {"redis": "redis://cache:6379/0"}}),
+        ("otel", "opentelemetry.sdk", {"tracing": {"enabled": True}}),
+    ],
+)
+def test_a_missing_extra_is_one_line_naming_what_to_install(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: str,
+    module: str,
+    config: dict[str, Any],
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a)
+    )
+    monkeypatch.setenv("TEST_TENANT_KEY", TENANT_KEY)
+    path = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {},
+                        config_extra=config)  # fmt: skip
+    assert main(["check", "--config", str(path)]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith(f"needs the '{extra}' extra: pip install 'guardproxy[{extra}]'")

@@ -8,6 +8,7 @@ deploy/Dockerfile is read as text.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -169,3 +170,18 @@ def test_dockerfile_exposes_the_port_compose_publishes(
         str(port).rpartition(":")[2] for port in service(compose, "guardproxy")["ports"]
     }
     assert container_ports == exposed == {"8080"}
+
+
+def test_dockerfile_installs_the_extras_the_chart_uses(dockerfile: list[tuple[str, str]]) -> None:
+    """PostgreSQL for replicas' shared audit database, OpenTelemetry, Redis: a build
+    argument changes the set, and the install line expands it as `.[a,b]` (or `.`)."""
+    args = dict(a.partition("=")[::2] for k, a in dockerfile if k == "ARG" and "=" in a)
+    assert set(args["EXTRAS"].split(",")) == {"postgres", "otel", "redis"}
+    installs = [a for k, a in dockerfile if k == "RUN" and "pip install" in a]
+    assert any('".${EXTRAS:+[${EXTRAS}]}"' in line for line in installs)
+    for extras, expected in (("postgres,otel,redis", ".[postgres,otel,redis]"), ("", ".")):
+        shell = subprocess.run(
+            ["sh", "-c", 'printf %s ".${EXTRAS:+[${EXTRAS}]}"'],
+            env={"EXTRAS": extras}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert shell.stdout == expected
