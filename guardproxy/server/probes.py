@@ -41,8 +41,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready or not, for anyone; what is down (tenants, guard URLs, reload errors with their
-    file paths) only for an admin key."""
+    """Whether this pod can serve: its policies are loaded and its own embedded engines are
+    up. A guard or upstream outage does not take the pod out of the Service (clients then get
+    the documented 503 `guard_unavailable`, and fail-open and monitored tenants keep their
+    service): it is reported as `dependencies: degraded`, with what is down (tenants, guard
+    URLs, reload errors with their file paths), only for an admin key."""
     state = app_state(request.app)
     runtime = state.runtime
     body = await _readiness(state, runtime)
@@ -69,13 +72,15 @@ async def _readiness(state: AppState, runtime: Runtime) -> dict[str, Any]:
     for name, engine in state.engines.items():  # the supervisor's word is fresher than a probe
         if engine.status.state != "ready":
             guards[name] = f"engine {engine.status.state}"
-    ready = all(state == "ok" for state in (*guards.values(), *upstreams.values()))
+    own = all(engine.status.state == "ready" for engine in state.engines.values())
+    healthy = all(state == "ok" for state in (*guards.values(), *upstreams.values()))
     policies: dict[str, object] = {"status": "loaded", "tenants": sorted(runtime.policies.tenants)}
     if runtime.reload_error:
         # The last good set keeps serving; the broken one is named so someone fixes it.
         policies.update(status="reload_failed", error=runtime.reload_error)
     return {
-        "status": "ready" if ready else "not_ready",
+        "status": "ready" if own else "not_ready",
+        "dependencies": "ok" if healthy else "degraded",
         "policies": policies,
         "guards": guards,
         "guard_pools": {name: pool.view() for name, pool in pools.items()},
