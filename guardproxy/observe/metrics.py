@@ -8,6 +8,7 @@ prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by the CL
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,11 +17,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from guardproxy import __version__
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
@@ -29,12 +35,23 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itsel
 
 class Metrics:
     def __init__(self, multiprocess_dir: str | None = None) -> None:
+        # `*_created` series double every counter and histogram, and nothing reads them
+        # (prometheus-client's switch is per process, as the metrics are).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.multiprocess = multiprocess_dir is not None
         # In multiprocess mode the values live in files; the registry only serves them.
         self.registry = CollectorRegistry()
         registry = None if self.multiprocess else self.registry
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        # The serving process's own memory, CPU and file descriptors, and the Python it runs.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.build = Gauge(
+            "guardproxy_build_info", "The guardproxy and Python versions serving: always 1.",
+            ["version", "python"], registry=registry, multiprocess_mode="max",
+        )  # fmt: skip
+        self.build.labels(__version__, platform.python_version()).set(1)
         self.requests = Counter(
             "guardproxy_requests_total", "Requests answered.",
             ["tenant", "api", "action", "status"], registry=registry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 from collections import Counter
 from typing import Any
@@ -11,6 +12,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from guardproxy import __version__
 from tests.conftest import TENANT_KEY, UPSTREAM_KEY, Proxy, ProxyFactory
 from tests.test_e2e_policies import wait_for
 
@@ -140,3 +142,17 @@ def test_redactions_in_a_stream_are_counted_by_type(start_proxy: ProxyFactory) -
     redactions = samples["guardproxy_redactions_total"]
     assert total(redactions, tenant="acme", direction="output", type="EMAIL") == 1
     assert total(redactions, tenant="acme", direction="output", type="PHONE") == 1
+
+
+def test_the_process_its_build_and_no_created_series_are_scraped(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = start_proxy()
+    text, samples = scrape(proxy)
+    assert samples["process_resident_memory_bytes"][0][1] > 0
+    assert "process_cpu_seconds_total" in samples
+    [(labels, value)] = samples["guardproxy_build_info"]
+    assert (labels["version"], value) == (__version__, 1)
+    assert labels["python"] == platform.python_version()
+    assert "python_info" in samples
+    assert "_created" not in text  # no doubled series for counters and histograms
