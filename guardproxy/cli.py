@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from importlib import resources
@@ -172,8 +173,14 @@ def _serve(args: argparse.Namespace) -> int:
     # metrics meet in prometheus-client's multiprocess folder.
     os.environ[WORKER_CONFIG_ENV] = str(path)
     os.environ[WORKER_COUNT_ENV] = str(workers)
-    os.environ.setdefault(METRICS_ENV, tempfile.mkdtemp(prefix="guardproxy-metrics-"))
-    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    made = None if METRICS_ENV in os.environ else tempfile.mkdtemp(prefix="guardproxy-metrics-")
+    if made is not None:
+        os.environ[METRICS_ENV] = made
+    try:
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
+    finally:
+        if made is not None:  # ours, and the values in it died with the workers
+            shutil.rmtree(made, ignore_errors=True)
     return 0
 
 

@@ -143,3 +143,19 @@ def test_workers_refuse_a_metrics_port_of_their_own(
     config.write_text(yaml.safe_dump({**document, "metrics": {"port": 9464}}))
     assert main(["serve", "--config", str(config), "--workers", "2"]) == 1
     assert "metrics.port needs --workers 1" in capsys.readouterr().err
+
+
+def test_the_metrics_folder_the_workers_shared_is_removed_on_a_clean_shutdown(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {})
+    port = free_port()
+    argv = [sys.executable, "-m", "guardproxy", "serve", "--config", str(config)]
+    argv += ["--port", str(port), "--workers", "2", "--log-level", "warning"]
+    env = {"TEST_TENANT_KEY": TENANT_KEY, "PATH": "/usr/bin:/bin", "TMPDIR": str(tmp_path)}
+    with children() as group:
+        server = group.launch(argv, tmp_path / "serve.log", f"http://127.0.0.1:{port}/healthz", env)
+        assert list(tmp_path.glob("guardproxy-metrics-*"))  # made for these workers
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+    assert not list(tmp_path.glob("guardproxy-metrics-*"))
