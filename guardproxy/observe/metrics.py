@@ -24,7 +24,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from guardproxy import __version__
 
@@ -211,7 +211,8 @@ def cache_gauges(cache: Any) -> Iterator[Metric]:
     size = GaugeMetricFamily("guardproxy_cache_entries", "Verdicts held in process.")
     size.add_metric([], cache.size)
     yield size
-    hits = GaugeMetricFamily(
+    # A counter (`guardproxy_cache_lookups_total`), so `rate()` and `increase()` read it.
+    hits = CounterMetricFamily(
         "guardproxy_cache_lookups", "Verdict cache lookups since start.", labels=["result"]
     )
     counts = {"hit": cache.hits, "miss": cache.misses, "shared_hit": cache.shared_hits}

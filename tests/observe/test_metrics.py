@@ -156,3 +156,14 @@ def test_the_process_its_build_and_no_created_series_are_scraped(
     assert labels["python"] == platform.python_version()
     assert "python_info" in samples
     assert "_created" not in text  # no doubled series for counters and histograms
+
+
+def test_cache_lookups_are_a_counter(start_proxy: ProxyFactory) -> None:
+    proxy = start_proxy(output={"enabled": False})
+    client = proxy.client()
+    for _ in range(2):  # the second asks the cache first, and finds the verdict
+        client.chat.completions.create(model="m", messages=ask("Hello there"))
+    text, samples = scrape(proxy)
+    assert "# TYPE guardproxy_cache_lookups_total counter" in text
+    assert total(samples["guardproxy_cache_lookups_total"], result="hit") == 1
+    assert total(samples["guardproxy_cache_lookups_total"], result="miss") == 1
