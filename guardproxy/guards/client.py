@@ -38,9 +38,6 @@ RETRY_MULTIPLIER_S = 0.05
 RETRY_MAX_WAIT_S = 1.0
 # An attempt never gets a zero or negative httpx timeout; the overall deadline still rules.
 MIN_ATTEMPT_TIMEOUT_S = 0.001
-# The loop runs a timer when its time is within its clock's resolution, so the deadline's
-# cancellation can find the clock a hair short of it (-1e-12 s here): a millisecond's slack.
-DEADLINE_SLACK_S = 0.001
 RAW_BODY_LIMIT = 2000
 # Failures where the guard cannot have judged anything yet. Classification has no side
 # effects, so retrying after a dropped connection is safe too.
@@ -218,8 +215,8 @@ class GuardTransport:
     async def _post_admitted(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
         deadline = _now() + timeout_s  # the loop's clock: the same instant for both
         try:
-            async with asyncio.timeout_at(deadline):
-                return await self._post_with_retries(body, deadline, timeout_s)
+            async with asyncio.timeout_at(deadline) as timer:
+                return await self._post_with_retries(body, timer, timeout_s)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GuardUnavailable(f"guard timed out after {timeout_s} s") from exc
         except httpx.HTTPStatusError as exc:
@@ -229,7 +226,7 @@ class GuardTransport:
             raise GuardUnavailable(f"guard {name!r} unreachable: {_describe(exc)}") from exc
 
     async def _post_with_retries(
-        self, body: dict[str, Any], deadline: float, timeout_s: float
+        self, body: dict[str, Any], timer: asyncio.Timeout, timeout_s: float
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
@@ -241,11 +238,11 @@ class GuardTransport:
         tried: set[str] = set()
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(body, deadline, tried)
+                return await self._attempt(body, timer, tried)
         raise AssertionError("tenacity stopped without an outcome")  # reraise=True prevents this
 
     async def _attempt(
-        self, body: dict[str, Any], deadline: float, tried: set[str]
+        self, body: dict[str, Any], timer: asyncio.Timeout, tried: set[str]
     ) -> httpx.Response:
         """One try, on the least busy replica this call has not tried yet; its breaker
         counts connect errors, timeouts (its own, or the call's deadline running out on it)
@@ -254,7 +251,7 @@ class GuardTransport:
         if replica is None:
             raise GuardUnavailable("every guard replica is ejected (circuit open)")
         tried.add(replica.url)
-        remaining = max(deadline - _now(), MIN_ATTEMPT_TIMEOUT_S)
+        remaining = max((timer.when() or _now()) - _now(), MIN_ATTEMPT_TIMEOUT_S)
         replica.breaker.started()
         replica.outstanding += 1
         try:
@@ -273,7 +270,7 @@ class GuardTransport:
             # The call's deadline ran out while this replica held it: a guard that accepts
             # and never answers. That is its failure (Envoy counts gateway timeouts); a
             # caller that went away before the deadline is not.
-            if _now() >= deadline - DEADLINE_SLACK_S:
+            if timer.expired():
                 replica.breaker.failed()
             raise
         finally:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from typing import Any
 
 from guardproxy.core.conversation import Conversation
@@ -42,7 +42,21 @@ def sent_strings(request: Conversation) -> frozenset[str]:
     return frozenset(text for text in found if text.strip())
 
 
-def unsaid(value: Any, table: FieldMap, said: str, sent: Collection[str]) -> list[str]:
+class Sent:
+    """Every string of the client's request, walked only the first time an answer string
+    needs it: most answers hold nothing the codec does not read already."""
+
+    def __init__(self, request: Conversation) -> None:
+        self._request = request
+        self._strings: frozenset[str] | None = None
+
+    def __contains__(self, text: object) -> bool:
+        if self._strings is None:
+            self._strings = sent_strings(self._request)
+        return text in self._strings
+
+
+def unsaid(value: Any, table: FieldMap, said: str, sent: Container[str]) -> list[str]:
     """The judged strings of an answer (or one stream event) that `said` does not hold and
     the client did not send itself, in order."""
     return [text for text in _texts(table.leaves(value, strict=False)) if _new(text, said, sent)]
@@ -53,7 +67,7 @@ def answer_texts(codec: Codec, request: Conversation, answer: dict[str, Any]) ->
     it the codec does not read (hosted-tool outputs, logprobs tokens, annotations, ...)."""
     texts = codec.answer_texts(answer)
     table = codec.answer_fields
-    extra = unsaid(answer, table, SEPARATOR.join(texts), sent_strings(request))
+    extra = unsaid(answer, table, SEPARATOR.join(texts), Sent(request))
     return [*texts, SEPARATOR.join(extra)] if extra else texts
 
 
@@ -101,7 +115,7 @@ class ClosedStream:
     def __init__(self, inner: StreamCodec, table: FieldMap, request: Conversation) -> None:
         self.inner = inner
         self.table = table
-        self.sent = sent_strings(request)
+        self.sent = Sent(request)
         # What was judged so far: the API's deltas run on into each other ("Hel" + "lo"), so
         # a summary repeats a stretch of them; every other string stands alone.
         self._deltas: list[str] = []
@@ -165,8 +179,8 @@ def _texts(leaves: Iterable[Leaf]) -> Iterable[str]:
             yield leaf.text
 
 
-def _new(text: str, said: str, sent: Collection[str]) -> bool:
-    return text not in sent and text not in said
+def _new(text: str, said: str, sent: Container[str]) -> bool:
+    return text not in said and text not in sent
 
 
 def _strings(value: Any, found: set[str]) -> None:
