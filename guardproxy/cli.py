@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -126,7 +128,17 @@ def _config_path(config: Path | None) -> Path:
         return config
     if DEFAULT_CONFIG.exists():
         return DEFAULT_CONFIG
-    return Path(str(resources.files("guardproxy") / "defaults" / "guardproxy.yaml"))
+    return _built_in(os.environ)
+
+
+def _built_in(env: Mapping[str, str]) -> Path:
+    """The packaged config: the guard at GUARD_URL; with no GUARD_URL on a box where vLLM is
+    installed (`guardproxy[engine]`), the embedded Nemotron 3.5 guard: the one-box default."""
+    name = "guardproxy.yaml"
+    if not env.get("GUARD_URL") and importlib.util.find_spec("vllm") is not None:
+        name = "guardproxy-engine.yaml"
+        logger.info("no GUARD_URL and vLLM is installed: starting the embedded guard")
+    return Path(str(resources.files("guardproxy") / "defaults" / name))
 
 
 def _workers(value: str) -> int | str:
@@ -240,6 +252,9 @@ def _check(args: argparse.Namespace) -> int:
         f"ok: {len(settings.guards)} guard(s), {len(settings.upstreams)} upstream(s), "
         f"{len(policies.tenants)} tenant(s): {', '.join(sorted(policies.tenants))}"
     )
+    for name, guard in settings.guards.items():
+        where = f"embedded {guard.engine} engine" if guard.engine else ", ".join(guard.urls)
+        print(f"guard {name}: {guard.model} ({where})")
     return 0
 
 

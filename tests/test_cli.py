@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.machinery
 import importlib.util
 import io
 from pathlib import Path
@@ -105,3 +106,39 @@ def test_a_missing_extra_is_one_line_naming_what_to_install(
     assert main(["check", "--config", str(path)]) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.endswith(f"needs the '{extra}' extra: pip install 'guardproxy[{extra}]'")
+
+
+@pytest.mark.parametrize(
+    ("guard_url", "vllm", "expected"),
+    [
+        (None, True, "guard nemotron: nvidia/Nemotron-3.5-Content-Safety (embedded vllm engine)"),
+        ("http://gpu:8001/v1", True, "guard nemotron: nvidia/Nemotron-3.5-Content-Safety (http://gpu:8001/v1)"),
+        (None, False, "guard nemotron: nvidia/Nemotron-3.5-Content-Safety (http://guard:8000/v1)"),
+    ],
+)  # fmt: skip
+def test_the_built_in_config_runs_the_guard_itself_on_a_box_with_vllm(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    guard_url: str | None,
+    vllm: bool,
+    expected: str,
+) -> None:
+    """No GUARD_URL and vLLM installed (`guardproxy[engine]`): `guardproxy serve` alone
+    starts Nemotron 3.5 as its embedded engine. A GUARD_URL always wins."""
+    real = importlib.util.find_spec
+    installed = importlib.machinery.ModuleSpec("vllm", None)
+
+    def find_spec(name: str, *args: Any) -> Any:
+        if name == "vllm":
+            return installed if vllm else None
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.chdir(tmp_path)  # no ./guardproxy.yaml here
+    monkeypatch.setenv("GUARDPROXY_API_KEY", TENANT_KEY)
+    monkeypatch.delenv("GUARD_URL", raising=False)
+    if guard_url is not None:
+        monkeypatch.setenv("GUARD_URL", guard_url)
+    assert main(["check"]) == 0
+    assert expected in capsys.readouterr().out.splitlines()
