@@ -49,6 +49,7 @@ class Proxy:
     policies_dir: Path = Path()
     clients: list[openai.OpenAI | anthropic.Anthropic] = field(default_factory=list)
     guard_url: str = ""
+    upstream_url: str = ""
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
@@ -174,6 +175,7 @@ def start_proxy(tmp_path: Path) -> Iterator[ProxyFactory]:
             url = stack.enter_context(run_in_thread(app))
             proxy = Proxy(url, guard, upstream, audit, policies_dir=tmp_path / "policies")
             proxy.guard_url = f"{guard_url}/v1"
+            proxy.upstream_url = f"{upstream_url}/v1"
             stack.callback(close_all, proxy.clients)
             return proxy
 

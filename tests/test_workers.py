@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,11 @@ def test_two_workers_serve_one_port_and_write_one_clean_trail(tmp_path: Path) ->
             with ThreadPoolExecutor(8) as pool:
                 statuses = list(pool.map(lambda n: ask(url, n), range(REQUESTS)))
             exposition = httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text
+            # Each worker samples its cache and breakers into the shared files: every scrape,
+            # whichever worker answers it, shows the sum over both, and one series per replica.
+            lookups = wait_for_lookups(url, 2 * REQUESTS)
     assert statuses == [200] * REQUESTS
+    assert lookups["breakers"] == 1  # one replica, one series: no per-worker copies
     counted = sum(  # both workers' counts, merged by the multiprocess collector
         sample.value
         for family in text_string_to_metric_families(exposition)
@@ -61,6 +66,22 @@ def test_two_workers_serve_one_port_and_write_one_clean_trail(tmp_path: Path) ->
     assert len(records) == REQUESTS
     assert len({r["request_id"] for r in records}) == REQUESTS
     assert all(r["action"] == "allow" for r in records)
+
+
+def wait_for_lookups(url: str, expected: int) -> dict[str, float]:
+    """Scrape until the cache lookups of both workers add up to `expected` (each samples its
+    own every second); then the breaker series found, from the same scrape."""
+    deadline = time.monotonic() + 30
+    while True:
+        exposition = httpx.get(f"{url}/metrics", timeout=10, trust_env=False).text
+        samples = [s for f in text_string_to_metric_families(exposition) for s in f.samples]
+        looked = sum(s.value for s in samples if s.name == "guardproxy_cache_lookups_total")
+        breakers = [s for s in samples if s.name == "guardproxy_guard_breaker_state"]
+        if looked == expected:
+            return {"lookups": looked, "breakers": len(breakers)}
+        assert looked < expected, f"{looked} lookups"
+        assert time.monotonic() < deadline, f"{looked} lookups"
+        time.sleep(0.2)
 
 
 def ask(url: str, number: int) -> int:

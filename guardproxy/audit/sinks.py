@@ -8,6 +8,7 @@ import glob
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ FLUSH_INTERVAL_S = 0.05
 MAX_REOPENS = 3  # a batch follows the file this many times before it just writes
 
 Dropped = Callable[[str, int], None]  # (reason, records): counted by the metrics
+
+
+class QueueObserver(Protocol):
+    """Where a batching sink reports its queue and each batch's write time (the metrics)."""
+
+    def queued(self, depth: int) -> None: ...
+
+    def flushed(self, seconds: float) -> None: ...
+
+
+class Unobserved:
+    def queued(self, depth: int) -> None:
+        return None
+
+    def flushed(self, seconds: float) -> None:
+        return None
 
 
 class AuditSink(Protocol):
@@ -61,9 +78,11 @@ class JsonlAuditSink:
         *,
         dropped: Dropped | None = None,
         rotation: Rotation | None = None,
+        observer: QueueObserver | None = None,
     ) -> None:
         self._path = path
         self._dropped = dropped or (lambda reason, n: None)
+        self._observer: QueueObserver = observer or Unobserved()
         self._rotation = rotation if path is not None else None
         self._pending: list[bytes] = []
         self._file = self._open(path)
@@ -89,6 +108,7 @@ class JsonlAuditSink:
             self._dropped("invalid", 1)
             return
         self._pending.append(line)
+        self._observer.queued(len(self._pending))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -114,16 +134,19 @@ class JsonlAuditSink:
 
     def _take(self) -> list[bytes]:
         batch, self._pending = self._pending, []
+        self._observer.queued(0)
         return batch
 
     def _write_batch(self, lines: list[bytes]) -> None:
         if not lines:
             return
+        started = time.perf_counter()
         try:
             self._append(b"".join(lines))
         except (OSError, ValueError):  # a full disk, a closed stream
             logger.exception("%d audit records could not be written", len(lines))
             self._dropped("error", len(lines))
+        self._observer.flushed(time.perf_counter() - started)
 
     def _append(self, data: bytes) -> None:
         """Append under the file's lock. The file this process holds may have been moved

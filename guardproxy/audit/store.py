@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from guardproxy.audit.schema import decision_categories, decisions
-from guardproxy.audit.sinks import Dropped
+from guardproxy.audit.sinks import Dropped, QueueObserver, Unobserved
 from guardproxy.audit.storable import storable
 
 logger = logging.getLogger(__name__)
@@ -92,11 +93,13 @@ class DatabaseSink:
         max_queue: int = 10_000,
         retention_days: float | None = None,
         dropped: Dropped | None = None,
+        observer: QueueObserver | None = None,
     ) -> None:
         self.engine = engine
         self._max_queue = max_queue
         self._retention = timedelta(days=retention_days) if retention_days else None
         self._dropped = dropped or (lambda reason, n: None)
+        self._observer: QueueObserver = observer or Unobserved()
         self._pending: list[dict[str, Any]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -109,10 +112,17 @@ class DatabaseSink:
         max_queue: int = 10_000,
         retention_days: float | None = None,
         dropped: Dropped | None = None,
+        observer: QueueObserver | None = None,
     ) -> DatabaseSink:
         engine = open_engine(url)
         await migrate(engine)
-        sink = cls(engine, max_queue=max_queue, retention_days=retention_days, dropped=dropped)
+        sink = cls(
+            engine,
+            max_queue=max_queue,
+            retention_days=retention_days,
+            dropped=dropped,
+            observer=observer,
+        )
         if sink._retention is not None:
             sink._pruner = asyncio.create_task(sink._prune_every(RETENTION_EVERY_S))
         return sink
@@ -125,6 +135,7 @@ class DatabaseSink:
             self._lose([record], "queue_full")
             return
         self._pending.append(record)
+        self._observer.queued(len(self._pending))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -173,13 +184,16 @@ class DatabaseSink:
 
     def _take(self) -> list[dict[str, Any]]:
         batch, self._pending = self._pending[:BATCH_ROWS], self._pending[BATCH_ROWS:]
+        self._observer.queued(len(self._pending))
         return batch
 
     async def _insert(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        started = time.perf_counter()
         try:
             await self._insert_batch(records)
+            self._observer.flushed(time.perf_counter() - started)
         except (SQLAlchemyError, *RECORD_ERRORS) as exc:
             if len(records) == 1:
                 logger.exception("an audit record could not be stored")

@@ -7,6 +7,7 @@ a JSON object becomes `UnparseableVerdict`; the protocol's `parse` raises the re
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import Counter
@@ -30,7 +31,7 @@ from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
 from guardproxy.guards.completion import wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
-from guardproxy.observe.tracing import NO_TRACING, Tracing
+from guardproxy.observe.tracing import NO_TRACING, Tracing, client_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,10 @@ class GuardObserver(Protocol):
 
     def finished(self) -> None: ...
 
+    def for_purpose(self, purpose: str) -> GuardObserver:
+        """The same guard's observer for calls made for another purpose (a shadow policy)."""
+        ...
+
 
 class _Unobserved:
     def called(self, direction: str, result: str, seconds: float | None) -> None:
@@ -63,6 +68,9 @@ class _Unobserved:
 
     def finished(self) -> None:
         return None
+
+    def for_purpose(self, purpose: str) -> GuardObserver:
+        return self
 
 
 class HttpGuard:
@@ -80,6 +88,7 @@ class HttpGuard:
     ) -> None:
         self._observer: GuardObserver = observer or _Unobserved()
         self._tracing, self._name = tracing, name or settings.model
+        self._purpose = "live"
         self._settings = settings
         self._protocol = protocol
         self._cache = cache
@@ -95,6 +104,14 @@ class HttpGuard:
         self._warned_no_trace = False
         # Category names no taxonomy here knows (Nemotron 3.5's S24), counted per guard.
         self.unknown_categories: Counter[str] = Counter()
+
+    def for_shadow(self) -> HttpGuard:
+        """This guard (its pool, breakers and cache) with its calls counted and traced as a
+        shadow policy's, apart from the live checks'."""
+        view = copy.copy(self)
+        view._purpose = "shadow"
+        view._observer = self._observer.for_purpose("shadow")
+        return view
 
     async def classify(self, check: GuardInput) -> Verdict:
         """Judge one check. Raises `GuardUnavailable` or `UnparseableVerdict`, never guesses."""
@@ -122,8 +139,13 @@ class HttpGuard:
 
     async def _classify_one(self, check: GuardInput) -> Verdict:
         direction = check.direction
-        attributes = {"guardproxy.guard": self._name, "guardproxy.direction": direction.value}
-        with self._tracing.span("guardproxy.guard", **attributes) as span:
+        attributes = {
+            "guardproxy.guard": self._name,
+            "guardproxy.direction": direction.value,
+            "guardproxy.purpose": self._purpose,
+            **client_attributes(self._url, self._settings.model),
+        }
+        with self._tracing.span("guardproxy.guard", "client", **attributes) as span:
             verdict = await self._verdict(check)
             span.set(
                 **{

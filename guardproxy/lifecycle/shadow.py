@@ -20,7 +20,7 @@ from guardproxy.pipeline.shadow import Judged, ShadowRoute, judge_shadow
 logger = logging.getLogger(__name__)
 
 Record = Callable[[dict[str, Any]], None]
-Count = Callable[[str, str], None]  # (tenant, result)
+Count = Callable[[str, str, str], None]  # (tenant, result, the shadow's action or "none")
 
 
 class ShadowRunner:
@@ -31,7 +31,7 @@ class ShadowRunner:
     def submit(self, route: ShadowRoute, request_id: str, judged: Judged, live: str) -> None:
         tenant = route.tenant.tenant
         if len(self._tasks) >= self._max:
-            self._count(tenant, "dropped")
+            self._count(tenant, "dropped", "none")
             return
         task = asyncio.get_running_loop().create_task(self._run(route, request_id, judged, live))
         self._tasks.add(task)
@@ -50,7 +50,7 @@ class ShadowRunner:
             logger.exception(
                 "the shadow policy of %s failed on %s", route.tenant.tenant, request_id
             )
-            self._count(route.tenant.tenant, "error")
+            self._count(route.tenant.tenant, "error", "none")
             return
         shadow |= {"policy": route.name, "live_action": live}
         self._record(
@@ -62,4 +62,4 @@ class ShadowRunner:
                 "shadow": shadow,
             }
         )
-        self._count(route.tenant.tenant, "judged")
+        self._count(route.tenant.tenant, "judged", str(shadow["action"]))

@@ -8,8 +8,9 @@ prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by the CL
 
 from __future__ import annotations
 
+import itertools
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -24,12 +25,21 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from guardproxy import __version__
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+DIRECTIONS = ("input", "output")
+GUARD_RESULTS = ("safe", "unsafe", "cached", "error", "shed")
+AUDIT_DROP_REASONS = ("invalid", "error", "queue_full")
+# The upstream's usage keys, Chat's and Responses'/Messages' names, by the kind counted.
+TOKEN_KINDS = {
+    "prompt_tokens": "prompt",
+    "input_tokens": "prompt",
+    "completion_tokens": "completion",
+    "output_tokens": "completion",
+}
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself
 
 
@@ -64,17 +74,28 @@ class Metrics:
             "guardproxy_time_to_first_token_seconds", "Time to a stream's first byte.",
             ["tenant", "api"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        # `purpose`: "live" for the checks that decide, "shadow" for a shadow policy's.
         self.guard_calls = Counter(
             "guardproxy_guard_calls_total", "Guard verdicts asked for, by how they came back.",
-            ["guard", "direction", "result"], registry=registry,
+            ["guard", "direction", "result", "purpose"], registry=registry,
         )  # fmt: skip
         self.guard_duration = Histogram(
             "guardproxy_guard_duration_seconds", "Guard call latency (calls made, not cached).",
-            ["guard", "direction"], buckets=LATENCY_BUCKETS, registry=registry,
+            ["guard", "direction", "purpose"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.guard_in_flight = Gauge(
             "guardproxy_guard_in_flight", "Guard calls in flight.", ["guard"],
             registry=registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.added = Histogram(
+            "guardproxy_added_latency_seconds",
+            "Time the proxy added to the upstream's: whole answers, the total less the upstream's"
+            " time; streams, the first byte to the client less the upstream's first byte.",
+            ["tenant", "api", "stream"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "guardproxy_tokens_total", "Tokens the upstream reported: prompt, completion.",
+            ["tenant", "kind"], registry=registry,
         )  # fmt: skip
         self.upstream_duration = Histogram(
             "guardproxy_upstream_duration_seconds", "Time to the upstream's response headers.",
@@ -103,17 +124,27 @@ class Metrics:
         )  # fmt: skip
         self.shadow_checks = Counter(
             "guardproxy_shadow_checks_total",
-            "Shadow-policy judgements after the response: judged, dropped (load) or error.",
-            ["tenant", "result"], registry=registry,
+            "Shadow-policy judgements after the response: judged, dropped (load) or error; the"
+            " outcome is the shadow policy's action (none when it did not judge).",
+            ["tenant", "result", "outcome"], registry=registry,
         )  # fmt: skip
         self.audit_dropped = Counter(
             "guardproxy_audit_dropped_total", "Audit records a sink did not take.",
             ["sink", "reason"], registry=registry,
         )  # fmt: skip
-
-    def watch(self, state: Callable[[], Iterator[Metric]]) -> None:
-        """Add gauges read at scrape time (breakers, cache): this process's view."""
-        self.registry.register(_Live(state))
+        self.audit_queue = Gauge(
+            "guardproxy_audit_queue_depth", "Audit records queued for a sink, not yet written.",
+            ["sink"], registry=registry, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.audit_flush = Histogram(
+            "guardproxy_audit_flush_seconds", "Time to write one batch of audit records.",
+            ["sink"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        # 1 when this pod's last readiness probe found the guard or upstream answering.
+        self.dependency_up = Gauge(
+            "guardproxy_dependency_up", "Whether a guard or upstream answered the last probe.",
+            ["kind", "name"], registry=registry, multiprocess_mode="livemostrecent",
+        )  # fmt: skip
 
     def record(self, record: dict[str, Any], upstream: str | None) -> None:
         """One exchange, from its audit record."""
@@ -131,6 +162,13 @@ class Metrics:
         upstream_ms = record.get("upstream_ms")
         if upstream and isinstance(upstream_ms, int | float):
             self.upstream_duration.labels(upstream).observe(upstream_ms / 1000)
+        added = added_seconds(record)
+        if added is not None:
+            stream = "true" if record.get("stream") else "false"
+            self.added.labels(tenant, api, stream).observe(added)
+        for kind, count in (record.get("usage") or {}).items():
+            if kind in TOKEN_KINDS and isinstance(count, int) and count > 0:
+                self.tokens.labels(tenant, TOKEN_KINDS[kind]).inc(count)
         if record.get("tenant") is not None:
             self._decisions(tenant, record)
 
@@ -151,8 +189,8 @@ class Metrics:
         if record.get("stream") and cut and record.get("first_byte_ms") is not None:
             self.cutoffs.labels(tenant).inc()
 
-    def shadow_check(self, tenant: str, result: str) -> None:
-        self.shadow_checks.labels(tenant, result).inc()
+    def shadow_check(self, tenant: str, result: str, outcome: str = "none") -> None:
+        self.shadow_checks.labels(tenant, result, outcome).inc()
 
     def audit_lost(self, reason: str, records: int) -> None:
         self.audit_dropped.labels("database", reason).inc(records)
@@ -160,10 +198,31 @@ class Metrics:
     def trail_lost(self, reason: str, records: int) -> None:
         self.audit_dropped.labels("jsonl", reason).inc(records)
 
-    def guard_call(self, guard: str, direction: str, result: str, seconds: float | None) -> None:
-        self.guard_calls.labels(guard, direction, result).inc()
+    def guard_call(
+        self, guard: str, direction: str, result: str, seconds: float | None, purpose: str = "live"
+    ) -> None:
+        self.guard_calls.labels(guard, direction, result, purpose).inc()
         if seconds is not None:
-            self.guard_duration.labels(guard, direction).observe(seconds)
+            self.guard_duration.labels(guard, direction, purpose).observe(seconds)
+
+    def sink(self, name: str) -> SinkObserver:
+        """What one audit sink reports: its queue and each batch's write time."""
+        return SinkObserver(self, name)
+
+    def dependency(self, kind: str, name: str, up: bool) -> None:
+        self.dependency_up.labels(kind, name).set(1 if up else 0)
+
+    def prime(self, tenants: Iterable[str], guards: Iterable[str], sinks: Iterable[str]) -> None:
+        """Create the label sets alerts read at 0, so `increase()` sees their first event
+        (a series that appears at 1 has no increase)."""
+        for result in ("ok", "error"):
+            self.reloads.labels(result)
+        for sink, reason in itertools.product(sinks, AUDIT_DROP_REASONS):
+            self.audit_dropped.labels(sink, reason)
+        for guard, direction, result in itertools.product(guards, DIRECTIONS, GUARD_RESULTS):
+            self.guard_calls.labels(guard, direction, result, "live")
+        for tenant in tenants:
+            self.cutoffs.labels(tenant)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -181,58 +240,47 @@ class Metrics:
         return stop
 
 
-class _Live:
-    """A collector whose metrics are computed at scrape time."""
-
-    def __init__(self, state: Callable[[], Iterator[Metric]]) -> None:
-        self._state = state
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._state()
-
-
-def breaker_gauges(pools: dict[str, Any]) -> Iterator[Metric]:
-    """`guardproxy_guard_breaker_state{guard,replica}`: 0 closed, 1 half-open, 2 open."""
-    family = GaugeMetricFamily(
-        "guardproxy_guard_breaker_state",
-        "Each guard replica's breaker: 0 closed, 1 half-open, 2 open (this process).",
-        labels=["guard", "replica"],
-    )
-    for name, pool in pools.items():
-        for replica in pool.replicas:
-            family.add_metric([name, replica.url], BREAKER_STATES[replica.breaker.state])
-    yield family
-
-
-def cache_gauges(cache: Any) -> Iterator[Metric]:
-    """The verdict cache's size and hits (this process)."""
-    if cache is None:
-        return
-    size = GaugeMetricFamily("guardproxy_cache_entries", "Verdicts held in process.")
-    size.add_metric([], cache.size)
-    yield size
-    # A counter (`guardproxy_cache_lookups_total`), so `rate()` and `increase()` read it.
-    hits = CounterMetricFamily(
-        "guardproxy_cache_lookups", "Verdict cache lookups since start.", labels=["result"]
-    )
-    counts = {"hit": cache.hits, "miss": cache.misses, "shared_hit": cache.shared_hits}
-    for result, value in counts.items():
-        hits.add_metric([result], value)
-    yield hits
-
-
 class GuardObserver:
     """What one guard reports to the metrics: each verdict asked for, and calls in flight."""
 
-    def __init__(self, metrics: Metrics, guard: str) -> None:
-        self._metrics, self._guard = metrics, guard
+    def __init__(self, metrics: Metrics, guard: str, purpose: str = "live") -> None:
+        self._metrics, self._guard, self._purpose = metrics, guard, purpose
         self._in_flight = metrics.guard_in_flight.labels(guard)
 
+    def for_purpose(self, purpose: str) -> GuardObserver:
+        return GuardObserver(self._metrics, self._guard, purpose)
+
     def called(self, direction: str, result: str, seconds: float | None) -> None:
-        self._metrics.guard_call(self._guard, direction, result, seconds)
+        self._metrics.guard_call(self._guard, direction, result, seconds, self._purpose)
 
     def started(self) -> None:
         self._in_flight.inc()
 
     def finished(self) -> None:
         self._in_flight.dec()
+
+
+class SinkObserver:
+    """One audit sink's queue depth and batch write times."""
+
+    def __init__(self, metrics: Metrics, sink: str) -> None:
+        self._depth = metrics.audit_queue.labels(sink)
+        self._flush = metrics.audit_flush.labels(sink)
+
+    def queued(self, depth: int) -> None:
+        self._depth.set(depth)
+
+    def flushed(self, seconds: float) -> None:
+        self._flush.observe(seconds)
+
+
+def added_seconds(record: dict[str, Any]) -> float | None:
+    """What the proxy added: a whole answer's total less the upstream's time; a stream's
+    first byte less the upstream's first byte. None when the upstream was not reached."""
+    if record.get("stream"):
+        first, upstream = record.get("first_byte_ms"), record.get("upstream_first_byte_ms")
+    else:
+        first, upstream = record.get("total_ms"), record.get("upstream_ms")
+    if not isinstance(first, int | float) or not isinstance(upstream, int | float):
+        return None
+    return max(first - upstream, 0.0) / 1000

@@ -9,10 +9,26 @@ OpenTelemetry is then never imported. `server.runtime.build_tracing` returns the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from guardproxy.pipeline.exchange import Exchange
+
+
+SpanKindName = Literal["internal", "client"]
+
+
+def client_attributes(url: str | None, model: str | None) -> dict[str, Any]:
+    """A call out to a model server, in OpenTelemetry's HTTP and GenAI conventions."""
+    attributes: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+    if url:
+        parts = urlsplit(url)
+        attributes["url.full"] = url
+        attributes["server.address"] = parts.hostname
+        attributes["server.port"] = parts.port or (443 if parts.scheme == "https" else 80)
+        attributes["http.request.method"] = "POST"
+    return attributes
 
 
 class Span:
@@ -36,8 +52,8 @@ class Tracing:
 
     enabled = False
 
-    def span(self, name: str, **attributes: Any) -> Span:
-        """A child of the current span, as a context manager."""
+    def span(self, name: str, kind: SpanKindName = "internal", **attributes: Any) -> Span:
+        """A child of the current span, as a context manager; `client` for a call out."""
         return NO_SPAN
 
     def begin_request(self, headers: Mapping[str, str], api: str) -> Any:
@@ -45,6 +61,10 @@ class Tracing:
         return None
 
     def end_request(self, handle: Any, exchange: Exchange) -> None:
+        return None
+
+    def trace_id(self, handle: Any) -> str | None:
+        """The request's trace id (32 hex digits) for its audit record, when it is traced."""
         return None
 
     def inject(self, headers: dict[str, str]) -> dict[str, str]:

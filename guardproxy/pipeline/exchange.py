@@ -47,6 +47,9 @@ class Exchange:
     monitor: bool = False  # the tenant's `mode: monitor`: nothing is enforced
     would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
     judged: Judged | None = None  # what the live checks judged, for a shadow policy
+    trace_id: str | None = None  # the request's OpenTelemetry trace, when traced
+    usage: dict[str, int] | None = None  # the upstream's token counts, as it reported them
+    upstream_first_byte_ms: float | None = None  # a stream's first upstream bytes arrived
 
     def conclude(
         self, status: int, action: Outcome | None = None, error: str | None = None
@@ -135,6 +138,12 @@ class Exchange:
             record["error"] = self.error
         if self.first_byte_ms is not None:
             record["first_byte_ms"] = _round(self.first_byte_ms)
+        if self.upstream_first_byte_ms is not None:
+            record["upstream_first_byte_ms"] = _round(self.upstream_first_byte_ms)
+        if self.usage:
+            record["usage"] = dict(self.usage)
+        if self.trace_id is not None:
+            record["trace_id"] = self.trace_id
         if self.regions:
             record["regions"] = list(self.regions)
         if self.flags:
@@ -182,3 +191,12 @@ class ModerationStats:
             "answer_chars": self.answer_chars,
             "amplification": round(amplification, 3),
         }
+
+
+def token_usage(usage: Any) -> dict[str, int] | None:
+    """The upstream's token counts (Chat's `prompt_tokens`, Responses' and Messages'
+    `input_tokens`, …) as it reported them: whole numbers only, nested details left out."""
+    if not isinstance(usage, dict):
+        return None
+    counts = {k: v for k, v in usage.items() if type(v) is int and v >= 0}
+    return counts or None

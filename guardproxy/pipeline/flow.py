@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,7 +26,7 @@ from guardproxy.errors import (
 )
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.request import NO_MEDIA, RequestMedia, prepare_media
-from guardproxy.observe.tracing import NO_TRACING, Tracing
+from guardproxy.observe.tracing import NO_TRACING, Tracing, client_attributes
 from guardproxy.pipeline.answers import (
     ClosedStream,
     answer_texts,
@@ -42,7 +43,7 @@ from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.content import ContentCapture
 from guardproxy.pipeline.decision import Action
 from guardproxy.pipeline.enforce import Enforcer
-from guardproxy.pipeline.exchange import Exchange
+from guardproxy.pipeline.exchange import Exchange, token_usage
 from guardproxy.pipeline.masking import Masker
 from guardproxy.pipeline.replies import (
     with_verdicts,
@@ -210,15 +211,21 @@ class ChatFlow:
     async def _call_upstream(self, body: bytes) -> UpstreamReply:
         started = time.perf_counter()
         tracing = self.route.tracing
-        upstream = {"guardproxy.upstream": self.tenant.upstream}
+        url = self.route.upstream.url(self.request)
+        upstream = {
+            "guardproxy.upstream": self.tenant.upstream,
+            **client_attributes(url, self.request.model),
+        }
         try:
-            with tracing.span("guardproxy.upstream", **upstream) as span:
+            with tracing.span("guardproxy.upstream", "client", **upstream) as span:
                 headers = tracing.inject(self.headers)
                 reply = await self.route.upstream.send(self.request, body, headers)
                 span.set(**{"http.response.status_code": reply.status})
-                return reply
         finally:
             self.exchange.upstream_ms = (time.perf_counter() - started) * 1000
+        if reply.stream is not None:
+            reply.stream = FirstBytes(reply.stream, self.exchange)
+        return reply
 
     def _relay_error(self, reply: UpstreamReply) -> Response:
         """The upstream's status, and its error's identifiers (type, code, param) in the
@@ -236,6 +243,7 @@ class ChatFlow:
 
     async def _complete(self, reply: UpstreamReply) -> Response:
         completion = _decode_completion(reply.body)
+        self.exchange.usage = token_usage(completion.get("usage"))
         types = self.masker.always
         texts = answer_texts(self.codec, self.request, completion)
         self.enforcer.capture(texts)
@@ -292,3 +300,20 @@ def _decode_completion(body: bytes) -> dict[str, Any]:
     if not isinstance(completion, dict):
         raise UpstreamError("The upstream LLM answered with JSON that is not an object.")
     return completion
+
+
+class FirstBytes:
+    """An upstream stream as it comes, noting when its first bytes arrived: what the proxy
+    adds to a stream's first byte is measured from there."""
+
+    def __init__(self, stream: AsyncIterator[bytes], exchange: Exchange) -> None:
+        self._stream, self._exchange = stream, exchange
+
+    def __aiter__(self) -> FirstBytes:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._stream.__anext__()
+        if self._exchange.upstream_first_byte_ms is None and chunk:
+            self._exchange.upstream_first_byte_ms = self._exchange.elapsed_ms()
+        return chunk

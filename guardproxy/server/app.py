@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import httpx
-from prometheus_client.core import Metric
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route as HttpRoute
@@ -26,7 +25,8 @@ from guardproxy.guards.cache import VerdictCache, build_cache
 from guardproxy.guards.client import HttpGuard, build_guard
 from guardproxy.lifecycle.shadow import ShadowRunner
 from guardproxy.media.fetch import ImageFetcher
-from guardproxy.observe.metrics import GuardObserver, Metrics, breaker_gauges, cache_gauges
+from guardproxy.observe.live import watching
+from guardproxy.observe.metrics import GuardObserver, Metrics
 from guardproxy.observe.tracing import Tracing
 from guardproxy.pipeline.checks import Guard
 from guardproxy.policy.model import PolicySet
@@ -91,7 +91,10 @@ def create_app(
             metrics = Metrics(metrics_dir)
             store = await _audit_store(settings, metrics)
             trail = audit or JsonlAuditSink(
-                settings.audit_path(), dropped=metrics.trail_lost, rotation=_rotation(settings)
+                settings.audit_path(),
+                dropped=metrics.trail_lost,
+                rotation=_rotation(settings),
+                observer=metrics.sink("jsonl"),
             )
             sink = _sinks(trail, store)
             clients = (guard_client, upstream_client, image_fetcher)
@@ -105,10 +108,12 @@ def create_app(
                 _runtime(settings, policies, sink, cache, observed, *clients), shadows=shadows
             )
             app.state.guardproxy = AppState(runtime, metrics, store, engines)
-            metrics.watch(lambda: _live_state(app, cache))
+            sinks = ("jsonl",) if store is None else ("jsonl", "database")
+            metrics.prime(policies.tenants, settings.guards, sinks)
             side = settings.metrics
             stop_metrics = metrics.serve(side.host, side.port) if side.port else None
             async with (
+                watching(metrics, lambda: _pools(app), cache),
                 side_server(admin, settings.admin),
                 watch_policies(app, settings.policies_dir(), reload),
             ):
@@ -185,6 +190,7 @@ async def _audit_store(settings: Settings, metrics: Metrics) -> DatabaseSink | N
         max_queue=audit.max_queue,
         retention_days=audit.retention_days,
         dropped=metrics.audit_lost,
+        observer=metrics.sink("database"),
     )
 
 
@@ -199,9 +205,7 @@ def _sinks(trail: AuditSink, store: DatabaseSink | None) -> AuditSink:
     return trail if store is None else FanoutSink(trail, store)
 
 
-def _live_state(app: Starlette, cache: VerdictCache | None) -> Iterator[Metric]:
-    """Breakers and the cache, read at scrape time."""
-    runtime = app_state(app).runtime
-    pools = {n: g.pool for n, g in runtime.guards.items() if isinstance(g, HttpGuard)}
-    yield from breaker_gauges(pools)
-    yield from cache_gauges(cache)
+def _pools(app: Starlette) -> dict[str, Any]:
+    """Each HTTP guard's replica pool, as the app runs now."""
+    guards = app_state(app).runtime.guards
+    return {name: guard.pool for name, guard in guards.items() if isinstance(guard, HttpGuard)}

@@ -39,6 +39,7 @@ async def _serve(codec: Codec, request: Request) -> Response:
     exchange = Exchange(api=codec.api)
     bind_logs(exchange)
     span = runtime.tracing.begin_request(request.headers, codec.api)
+    exchange.trace_id = runtime.tracing.trace_id(span)
     try:
         response = await _handle(codec, runtime, request, exchange)
     except GuardproxyError as exc:

@@ -20,16 +20,23 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from guardproxy.api.wire import ROUTES
 from guardproxy.config import TracingSettings
-from guardproxy.observe.tracing import Span, Tracing
+from guardproxy.core.actions import Action
+from guardproxy.observe.tracing import Span, SpanKindName, Tracing
 from guardproxy.pipeline.exchange import Exchange
 
 PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_HEADERS = ("traceparent", "tracestate")
 
 
+SPAN_KINDS = {"internal": SpanKind.INTERNAL, "client": SpanKind.CLIENT}
+
+
 class OtelSpan(Span):
-    def __init__(self, tracer: trace.Tracer, name: str, attributes: dict[str, Any]) -> None:
+    def __init__(
+        self, tracer: trace.Tracer, name: str, kind: SpanKind, attributes: dict[str, Any]
+    ) -> None:
         self._tracer, self._name, self._attributes = tracer, name, attributes
+        self._kind = kind
         self._scope: Any = None
         self._span: trace.Span | None = None
 
@@ -39,7 +46,9 @@ class OtelSpan(Span):
 
     def __enter__(self) -> Span:
         attributes = _clean(self._attributes)
-        self._scope = self._tracer.start_as_current_span(self._name, attributes=attributes)
+        self._scope = self._tracer.start_as_current_span(
+            self._name, kind=self._kind, attributes=attributes
+        )
         self._span = self._scope.__enter__()
         return self
 
@@ -68,8 +77,8 @@ class OtelTracing(Tracing):
         owned.add_span_processor(BatchSpanProcessor(exporter))
         return cls(owned, owned=True)
 
-    def span(self, name: str, **attributes: Any) -> Span:
-        return OtelSpan(self.tracer, name, attributes)
+    def span(self, name: str, kind: SpanKindName = "internal", **attributes: Any) -> Span:
+        return OtelSpan(self.tracer, name, SPAN_KINDS[kind], attributes)
 
     def begin_request(self, headers: Mapping[str, str], api: str) -> Any:
         parent = PROPAGATOR.extract({k: headers[k] for k in TRACE_HEADERS if k in headers})
@@ -93,7 +102,10 @@ class OtelTracing(Tracing):
                 {
                     "guardproxy.request_id": exchange.request_id,
                     "guardproxy.tenant": exchange.tenant,
-                    "guardproxy.action": exchange.action,
+                    # A monitored tenant's exchanges are never enforced: its spans say so.
+                    "guardproxy.action": "monitor" if exchange.monitor else exchange.action,
+                    "guardproxy.mode": "monitor" if exchange.monitor else "enforce",
+                    "guardproxy.would": _would(exchange),
                     "guardproxy.stream": exchange.stream,
                     "http.response.status_code": exchange.status,
                 }
@@ -102,6 +114,14 @@ class OtelTracing(Tracing):
         if exchange.status is not None and exchange.status >= 500:
             handle.set_status(Status(StatusCode.ERROR, exchange.error or ""))
         handle.end()
+
+    def trace_id(self, handle: Any) -> str | None:
+        if not isinstance(handle, trace.Span):
+            return None
+        context = handle.get_span_context()
+        # An unsampled span still has the client's or a new trace id: the record keeps it,
+        # so a reviewer can find the trace wherever the client's own spans were kept.
+        return format(context.trace_id, "032x") if context.trace_id else None
 
     def inject(self, headers: dict[str, str]) -> dict[str, str]:
         carrier: dict[str, str] = {}
@@ -114,6 +134,13 @@ class OtelTracing(Tracing):
     def shutdown(self) -> None:
         if self._owned:
             self.provider.shutdown()
+
+
+def _would(exchange: Exchange) -> str | None:
+    """What a monitored tenant's checks would have done, the worst direction first."""
+    if not exchange.monitor or not exchange.would:
+        return None
+    return max(exchange.would.values(), key=lambda action: Action(action).severity)
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:

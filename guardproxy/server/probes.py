@@ -72,6 +72,9 @@ async def _readiness(state: AppState, runtime: Runtime) -> dict[str, Any]:
     for name, engine in state.engines.items():  # the supervisor's word is fresher than a probe
         if engine.status.state != "ready":
             guards[name] = f"engine {engine.status.state}"
+    for kind, found in (("guard", guards), ("upstream", upstreams)):
+        for name, said in found.items():  # graphed and alerted on, never a reason to eject
+            state.metrics.dependency(kind, name, said == "ok")
     own = all(engine.status.state == "ready" for engine in state.engines.values())
     healthy = all(state == "ok" for state in (*guards.values(), *upstreams.values()))
     policies: dict[str, object] = {"status": "loaded", "tenants": sorted(runtime.policies.tenants)}

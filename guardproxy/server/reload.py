@@ -50,6 +50,7 @@ async def reload_policies(
             return False
         state.runtime = state.runtime.with_policies(policies)
         state.metrics.reloads.labels("ok").inc()
+        state.metrics.prime(policies.tenants, (), ())  # a new tenant's series start at 0
     logger.info("policies reloaded (%s): %d tenant(s)", reason, len(policies.tenants))
     return True
 

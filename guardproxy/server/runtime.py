@@ -15,6 +15,7 @@ from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings, TracingSettings
 from guardproxy.engine.vllm import VllmEngine
 from guardproxy.errors import ConfigError
+from guardproxy.guards.client import HttpGuard
 from guardproxy.health import SharedProbe
 from guardproxy.lifecycle.shadow import ShadowRunner
 from guardproxy.media.fetch import ImageFetcher
@@ -102,7 +103,10 @@ def shadow_route(policies: PolicySet, name: str, guards: dict[str, Guard]) -> Sh
     shadow = policies.shadows.get(name)
     if shadow is None:
         return None
-    return ShadowRoute.of(policies.tenants[name], shadow, guards[shadow.guard], policies.regions)
+    guard = guards[shadow.guard]
+    if isinstance(guard, HttpGuard):  # counted and traced apart from the live checks
+        guard = guard.for_shadow()
+    return ShadowRoute.of(policies.tenants[name], shadow, guard, policies.regions)
 
 
 def build_tracing(settings: TracingSettings, provider: Any = None) -> Tracing:

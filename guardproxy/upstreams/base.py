@@ -56,6 +56,10 @@ class Upstream(Protocol):
 
     async def list_models(self) -> UpstreamReply: ...
 
+    def url(self, request: Conversation) -> str | None:
+        """Where `request` is sent, for its trace span; None where a library picks it."""
+        ...
+
     async def probe(self) -> str | None:
         """None when reachable, else a short reason."""
         ...

@@ -57,6 +57,9 @@ class LitellmUpstream:
         if completion is not None:
             self._calls["chat.completions"] = completion
 
+    def url(self, request: Conversation) -> None:
+        return None  # litellm resolves the provider's URL itself
+
     async def send(
         self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:

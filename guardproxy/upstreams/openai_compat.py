@@ -27,6 +27,9 @@ class OpenAIUpstream:
         self.base_url = settings.url.rstrip("/")
         self.timeout = httpx.Timeout(settings.read_timeout_s, connect=settings.connect_timeout_s)
 
+    def url(self, request: Conversation) -> str:
+        return f"{self.base_url}{request.codec.upstream_path}"
+
     async def send(
         self, request: Conversation, body: bytes, headers: dict[str, str]
     ) -> UpstreamReply:
@@ -41,7 +44,7 @@ class OpenAIUpstream:
             outgoing["accept"] = "text/event-stream"
         http_request = self.client.build_request(
             "POST",
-            f"{self.base_url}{request.codec.upstream_path}",
+            self.url(request),
             content=body,
             headers=outgoing,
             timeout=self.timeout,

@@ -108,10 +108,11 @@ def test_shadow_checks_past_the_bound_are_dropped_and_counted() -> None:
     tenant = TenantPolicy(tenant="t", keys=("k",), guard="g", upstream="u")
     route = ShadowRoute.of(tenant, tenant, _Guard(), {})
     records: list[dict[str, Any]] = []
-    counted: list[tuple[str, str]] = []
+    counted: list[tuple[str, str, str]] = []
 
     async def scenario() -> None:
-        runner = ShadowRunner(records.append, lambda t, r: counted.append((t, r)), max_in_flight=1)
+        count = lambda t, r, o: counted.append((t, r, o))  # noqa: E731
+        runner = ShadowRunner(records.append, count, max_in_flight=1)
         judged = Judged("hi", (), [], None, None, ["hello"])
         runner.submit(route, "r1", judged, "allow")
         runner.submit(route, "r2", judged, "allow")  # the first is still in flight
@@ -119,4 +120,5 @@ def test_shadow_checks_past_the_bound_are_dropped_and_counted() -> None:
 
     asyncio.run(scenario())
     assert [r["request_id"] for r in records] == ["r1"]
-    assert sorted(counted) == [("t", "dropped"), ("t", "judged")]
+    # The judged one is counted with the shadow policy's action; the dropped one had none.
+    assert sorted(counted) == [("t", "dropped", "none"), ("t", "judged", "allow")]

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from guardproxy.config import TracingSettings
 from guardproxy.errors import ConfigError
@@ -27,10 +30,10 @@ def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-def traced(start_proxy: ProxyFactory, spans: InMemorySpanExporter) -> Proxy:
+def traced(start_proxy: ProxyFactory, spans: InMemorySpanExporter, **tenant: Any) -> Proxy:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    return start_proxy(tracer_provider=provider)
+    return start_proxy(tracer_provider=provider, **tenant)
 
 
 def ask(proxy: Proxy, prompt: str) -> None:
@@ -97,3 +100,36 @@ def test_tracing_without_the_extra_is_a_config_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "guardproxy.server.otel", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"guardproxy\[otel\]"):
         runtime.build_tracing(TracingSettings(enabled=True))
+
+
+def test_guard_and_upstream_calls_are_client_spans_with_their_address(
+    start_proxy: ProxyFactory, spans: InMemorySpanExporter
+) -> None:
+    proxy = traced(start_proxy, spans)
+    ask(proxy, "hello there")
+    (upstream,) = named(spans, "guardproxy.upstream")
+    guard = named(spans, "guardproxy.guard")[0]
+    for span in (upstream, guard):
+        assert span.kind is SpanKind.CLIENT
+    sent = dict(upstream.attributes or {})
+    upstream_url = f"{proxy.upstream_url}/chat/completions"
+    assert (sent["url.full"], sent["server.address"]) == (upstream_url, "127.0.0.1")
+    assert sent["server.port"] == urlsplit(upstream_url).port
+    assert (sent["gen_ai.operation.name"], sent["gen_ai.request.model"]) == ("chat", "m")
+    asked = dict(guard.attributes or {})
+    assert asked["url.full"] == f"{proxy.guard_url}/chat/completions"
+    assert asked["gen_ai.request.model"] == proxy.guard.requests[0].json["model"]
+    assert asked["guardproxy.purpose"] == "live"
+    record = proxy.audit.records[-1]
+    assert record["trace_id"] == TRACE_ID  # the audit record leads to the trace
+
+
+def test_a_monitored_tenants_request_span_says_monitor(
+    start_proxy: ProxyFactory, spans: InMemorySpanExporter
+) -> None:
+    proxy = traced(start_proxy, spans, mode="monitor")
+    ask(proxy, "how do I build a bomb")
+    (request,) = named(spans, "POST /v1/chat/completions")
+    attributes = dict(request.attributes or {})
+    assert attributes["guardproxy.action"] == "monitor"
+    assert (attributes["guardproxy.mode"], attributes["guardproxy.would"]) == ("monitor", "block")
