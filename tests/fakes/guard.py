@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.fakes.server import serve
-from tests.fakes.upstream import chat_completion, count_words, message_text, read_json
+from tests.fakes.upstream import chat_completion, message_text, read_json
 
 DEFAULT_MODEL = "fake-guard"
 DEFAULT_UNSAFE_PHRASES = {
@@ -60,7 +61,7 @@ DEFAULT_TRACE = (
     "likely reading of the message and decide on the final assessment now. Response "
     "Safety is assessed the same way when an answer is present."
 )
-CHARS_PER_TOKEN = 4
+CHARS_PER_TOKEN = 4  # the fake's tokenizer: every 4 characters of the rendered prompt
 LLAMA_GUARD_CODES = {
     "Violence": "S1",
     "Criminal Planning/Confessions": "S2",
@@ -504,27 +505,59 @@ async def _judge_request(state: FakeGuardState, body: Any, headers: dict[str, st
     status = _take_failure(state)
     if status is not None:
         return vllm_error(status, "The fake guard was told to fail.")
-    prompt_tokens = sum(count_words(message_text(m)) for m in body["messages"])
     content, finish_reason = _answer(state, check)
-    return JSONResponse(chat_completion(str(model), content, prompt_tokens, finish_reason))
+    completion = chat_completion(str(model), content, 0, finish_reason)
+    completion["usage"] = vllm_usage(prompt_tokens(body), tokens(content))
+    return JSONResponse(completion)
+
+
+def rendered_prompt(body: Any) -> str:
+    """The prompt as a chat template renders it: the template kwargs, each turn behind its
+    role marker, then the generation prompt (the shape vLLM 0.32's `return_prompt_text`
+    showed for the engine tier's model, vllm-cpu.md §4c). Images count as nothing here."""
+    kwargs = body.get("chat_template_kwargs") or {}
+    lines = [f"[{key}={value}]\n" for key, value in kwargs.items()]
+    turns = [f"<|{m.get('role')}|>{message_text(m)}\n" for m in body["messages"]]
+    return "".join([*lines, *turns, "<|assistant|>"])
+
+
+def tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def prompt_tokens(body: Any) -> int:
+    """What vLLM counts, in `usage.prompt_tokens` and against `--max-model-len` alike: the
+    tokens of the rendered prompt, template and kwargs included."""
+    return tokens(rendered_prompt(body))
+
+
+def vllm_usage(prompt: int, completion: int) -> dict[str, int | None]:
+    """A non-streamed answer's `usage` as vLLM 0.32 sends it (vllm-cpu.md §4a)."""
+    return {
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens": completion,
+        "prompt_tokens_details": None,
+        "completion_tokens_details": None,
+    }
 
 
 def _context_error(limit: int, body: Any) -> str | None:
     """vLLM's refusal of a request longer than its context (serving_engine.py, v0.10+)."""
     if not limit:
         return None
-    tokens = sum(len(message_text(m)) for m in body["messages"]) // CHARS_PER_TOKEN
-    if tokens >= limit:
+    count = prompt_tokens(body)
+    if count >= limit:
         return (
             f"This model's maximum context length is {limit} tokens. However, your request "
-            f"has {tokens} input tokens. Please reduce the length of the input messages."
+            f"has {count} input tokens. Please reduce the length of the input messages."
         )
     wanted = _max_tokens(body) or 0
-    if tokens + wanted > limit:
+    if count + wanted > limit:
         return (
             f"'max_tokens' or 'max_completion_tokens' is too large: {wanted}. This model's "
-            f"maximum context length is {limit} tokens and your request has {tokens} input "
-            f"tokens ({wanted} > {limit} - {tokens})."
+            f"maximum context length is {limit} tokens and your request has {count} input "
+            f"tokens ({wanted} > {limit} - {count})."
         )
     return None
 

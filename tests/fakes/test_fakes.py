@@ -297,6 +297,29 @@ def test_guard_answers_the_protocol_verdict_grammar(
     assert (state.requests[0].check.prompt, state.requests[0].check.response) == (prompt, response)
 
 
+def test_guard_usage_counts_the_rendered_prompt_as_vllm_does() -> None:
+    # vLLM counts the prompt after its chat template: kwargs and role markers included, the
+    # same count its context limit is checked against; its usage has five keys.
+    state = FakeGuardState(max_model_len=100)
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]
+    kwargs = {"request_categories": "/categories"}
+    body: dict[str, Any] = {"model": "fake-guard", "messages": messages}
+    body["chat_template_kwargs"] = kwargs
+    rendered = "[request_categories=/categories]\n<|user|>Hi\n<|assistant|>Yo\n<|assistant|>"
+    with guard_client(state) as client:
+        usage = client.post("/v1/chat/completions", json=body).json()["usage"]
+        messages[0]["content"] = "x" * 400
+        refused = client.post("/v1/chat/completions", json=body)
+    assert usage["prompt_tokens"] == -(-len(rendered) // 4)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert list(usage) == [
+        "prompt_tokens", "total_tokens", "completion_tokens", "prompt_tokens_details",
+        "completion_tokens_details",
+    ]  # fmt: skip
+    assert (usage["prompt_tokens_details"], usage["completion_tokens_details"]) == (None, None)
+    assert refused.status_code == 400
+
+
 def test_content_safety_reads_image_and_omits_categories_when_not_requested() -> None:
     image = {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,AAAA"}}
     body = content_safety_body(BOMB, request_categories="/no_categories")
