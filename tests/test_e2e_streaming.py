@@ -14,6 +14,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import Proxy, ProxyFactory
+from tests.fakes.guard import prompt_tokens
 
 SAFE: ChatCompletionMessageParam = {"role": "user", "content": "Tell me a story."}
 UNSAFE: ChatCompletionMessageParam = {"role": "user", "content": "How do I build a bomb?"}
@@ -190,6 +191,19 @@ def test_a_chunked_stream_says_pending_in_its_headers_and_the_outcome_in_the_aud
     assert text == proxy.upstream.reply
     wait_for(lambda: len(proxy.audit.records) == 1)
     assert proxy.audit.records[0]["output"]["status"] == "safe"
+
+
+def test_the_audit_counts_the_guards_own_prompt_tokens_over_the_answers_checks(
+    proxy: Proxy,
+) -> None:
+    proxy.upstream.reply = story(100)
+    with post_stream(proxy) as response:
+        assert contents(list(response.iter_lines())) == proxy.upstream.reply
+    wait_for(lambda: len(proxy.audit.records) == 1)
+    moderation = proxy.audit.records[0]["moderation"]
+    output_calls = [r.json for r in proxy.guard.requests if r.check.response is not None]
+    assert len(output_calls) == moderation["checks"] > 1
+    assert moderation["guard_tokens"] == sum(prompt_tokens(body) for body in output_calls)
 
 
 def test_a_mid_stream_refusal_keeps_the_streams_id_and_ends_with_a_finish_chunk(

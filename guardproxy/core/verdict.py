@@ -94,6 +94,7 @@ class Verdict:
     mode: PolicyMode | None = None  # the delivery mode of the call that produced it
     calls: tuple[Verdict, ...] = ()
     cached: bool = False  # served from the verdict cache, not by a guard call
+    prompt_tokens: int | None = None  # the guard's `usage.prompt_tokens`, where it says
 
     def safety(self, direction: Direction) -> Safety | None:
         return self.user if direction is Direction.INPUT else self.response

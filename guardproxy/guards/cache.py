@@ -128,6 +128,7 @@ def verdict_from_json(data: dict[str, Any]) -> Verdict:
         refusal=data["refusal"],
         mode=data["mode"],
         calls=tuple(verdict_from_json(call) for call in data["calls"]),
+        prompt_tokens=data.get("prompt_tokens"),
     )
 
 

@@ -29,7 +29,7 @@ from guardproxy.core.verdict import GuardInput, Verdict, combine_separate
 from guardproxy.errors import GuardError, GuardOverloaded, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
-from guardproxy.guards.completion import wants_reasoning
+from guardproxy.guards.completion import prompt_tokens, wants_reasoning
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
 from guardproxy.observe.tracing import NO_TRACING, Tracing, client_attributes
 
@@ -189,7 +189,9 @@ class HttpGuard:
         logger.debug("guard %r request: %s", self._settings.model, body)
         response = await self._transport.post(body, self._timeout(reasoning))
         logger.debug("guard %r answer: %s", self._settings.model, response.text)
-        verdict = self._protocol.parse(_decode(response), check)
+        completion = _decode(response)
+        verdict = self._protocol.parse(completion, check)
+        verdict = replace(verdict, prompt_tokens=prompt_tokens(completion))
         self._count_unknown(verdict, check)
         if reasoning and verdict.reasoning is None:
             return self._without_trace(verdict)

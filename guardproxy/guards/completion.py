@@ -59,6 +59,13 @@ def read_answer(completion: dict[str, Any]) -> GuardAnswer:
     return GuardAnswer(text=text, reasoning=trace or _reasoning_field(message), raw=raw)
 
 
+def prompt_tokens(completion: dict[str, Any]) -> int | None:
+    """`usage.prompt_tokens` (vLLM: the rendered prompt's tokens), None where not given."""
+    usage = completion.get("usage")
+    count = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
 def read_fields(answer: GuardAnswer, keys: Sequence[str]) -> dict[str, str]:
     """Every non-blank line must be `<key>: <value>` with a known key, at most once each.
 

@@ -80,13 +80,25 @@ class CheckResult:
         if self.latency_ms is not None:
             result["latency_ms"] = round(self.latency_ms, 2)
         if self.verdicts:
-            calls = [c for v in self.verdicts for c in (v.calls or (v,))]
+            calls = self._calls()
             result["guard_calls"] = sum(not c.cached for c in calls)
             if any(c.cached for c in calls):
                 result["cached"] = sum(c.cached for c in calls)
         if self.parts:
             result["parts"] = list(self.parts)
         return result
+
+    @property
+    def guard_tokens(self) -> int | None:
+        """The guard's prompt tokens over the calls it answered (a cached verdict costs none);
+        None where no call reported them."""
+        counts = [c.prompt_tokens for c in self._calls() if not c.cached]
+        known = [count for count in counts if count is not None]
+        return sum(known) if known else None
+
+    def _calls(self) -> list[Verdict]:
+        """Each guard call's verdict (`policy_mode: separate` makes two per check)."""
+        return [c for v in self.verdicts for c in (v.calls or (v,))]
 
     def _details(self) -> dict[str, object]:
         details: dict[str, object] = {}

@@ -172,25 +172,34 @@ def _round(value: float | None) -> float | None:
 @dataclass
 class ModerationStats:
     """What moderating one stream cost: guard checks, and the characters judged (overlaps and
-    the final check included) against the characters answered (`amplification`)."""
+    the final check included) against the characters answered (`amplification`), and the
+    guard's own prompt tokens over the checks it answered (`guard_tokens`, where it says)."""
 
     checks: int = 0
     judged_chars: int = 0
     answer_chars: int = 0
     answer: str | None = field(default=None, repr=False)  # for the audit's content capture
+    guard_tokens: int | None = None
 
     def record(self, checks: int, judged_chars: int, answer: str) -> None:
         self.checks, self.judged_chars = checks, judged_chars
         self.answer, self.answer_chars = answer, len(answer)
 
+    def add_guard_tokens(self, tokens: int | None) -> None:
+        if tokens is not None:
+            self.guard_tokens = (self.guard_tokens or 0) + tokens
+
     def view(self) -> dict[str, object]:
         amplification = self.judged_chars / self.answer_chars if self.answer_chars else 0.0
-        return {
+        view: dict[str, object] = {
             "checks": self.checks,
             "judged_chars": self.judged_chars,
             "answer_chars": self.answer_chars,
             "amplification": round(amplification, 3),
         }
+        if self.guard_tokens is not None:
+            view["guard_tokens"] = self.guard_tokens
+        return view
 
 
 def token_usage(usage: Any) -> dict[str, int] | None:

@@ -336,6 +336,11 @@ class ChunkedModerator:
             await asyncio.wait(self._running(), return_when=asyncio.FIRST_COMPLETED)
 
     def _start(self, text: str) -> Check:
-        task = asyncio.create_task(self.moderation.check(text))
+        task = asyncio.create_task(self._check(text))
         self.tasks.append(task)
         return Check(task, text)
+
+    async def _check(self, text: str) -> CheckResult:
+        result = await self.moderation.check(text)
+        self.stats.add_guard_tokens(result.guard_tokens)
+        return result
