@@ -5,27 +5,31 @@ check, with the checks pipelined against the upstream's generation.
                                                               ▼
     client ◄── events of window k, in order, once safe ◄──────┘   unsafe: cut off, refusal
 
-Windows grow from `first_window` to `window` characters (a fast first release, then few guard
-calls), end on a word boundary (a blocked window never leaves half a word behind), and are
-checked together with the last `overlap` characters of the window before. A stream has at most
-`checks_in_flight` checks running (default 1): while they run, arriving text waits and joins
-the next window, up to `window`; past that the reader waits for a check to finish, and through
-TCP backpressure the upstream slows down. So a fast guard gets small windows and a slow or busy
-guard fewer, larger ones, with no text ever released unchecked. The upstream's events
-are released byte for byte; the API's end events (`[DONE]`, `response.completed`,
-`message_stop`) only after the final check of the whole answer.
+The first window is `first_window` characters (a fast first release); each later one is at
+least `growth` times the text released before it, up to the largest window, so an answer of
+n characters takes about log(n) guard calls. Windows end on a word boundary (a blocked window
+never leaves half a word behind) and are checked together with the text before them, at most
+`overlap` characters and a quarter of the window. A stream has at most `checks_in_flight`
+checks running (default 1): while they run, arriving text waits and joins the next window, up
+to the largest; past that the reader waits for a check to finish, and through TCP backpressure
+the upstream slows down. So a fast guard gets small windows and a slow or busy guard fewer,
+larger ones, with no text ever released unchecked. The upstream's events are released byte
+for byte; the API's end events (`[DONE]`, `response.completed`, `message_stop`) only after the
+final check of the whole answer, which also gates the last window: the largest window is
+judged once, not twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 
 from guardproxy.core.sse import SSEDecoder, SSEEvent, chunk_of, loose_text
 from guardproxy.errors import GuardproxyError, UpstreamError
-from guardproxy.pipeline.checks import CheckResult
+from guardproxy.pipeline.checks import CONTEXT_SHARE, CheckResult
 from guardproxy.pipeline.codec import EventRewriter, StreamCodec
 from guardproxy.pipeline.decision import Action
 from guardproxy.pipeline.exchange import ModerationStats
@@ -35,6 +39,12 @@ from guardproxy.upstreams.base import UpstreamReply
 # Windows read ahead of the client at most; bounds memory when the client is slow, and
 # through TCP backpressure, slows the upstream down instead.
 MAX_WINDOWS_IN_FLIGHT = 4
+# A window is judged with at most a quarter of its own length of the text before it (and at
+# most `overlap`), so the context costs a share of the window, not a fixed sum per check.
+OVERLAP_SHARE = 4
+# Text with no word boundary in sight (a long URL, a base64 blob) closes a window at twice
+# its size, and not before this many characters.
+BLOB_CHARS = 512
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,21 @@ def is_boundary(char: str) -> bool:
     )
 
 
+def largest_window(policy: OutputPolicy) -> int:
+    """`window`, or what one guard call judges beside the overlap and the prompt's end
+    (`output_checks` keeps a quarter window of a long prompt)."""
+    if policy.window is not None:
+        return policy.window
+    chars = policy.window_chars
+    return max(chars - chars // CONTEXT_SHARE - policy.overlap, policy.first_window)
+
+
+def window_after(policy: OutputPolicy, released: int) -> int:
+    """The next window's size once `released` characters are out: `growth` times them."""
+    grown = max(policy.first_window, math.ceil(policy.growth * released))
+    return min(grown, largest_window(policy))
+
+
 @dataclass
 class WindowBuilder:
     policy: OutputPolicy
@@ -82,7 +107,8 @@ class WindowBuilder:
     events: list[SSEEvent] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
     length: int = 0
-    tail: str = ""
+    before: str = ""  # the answer's last `overlap` characters before this window
+    released: int = 0  # characters in the windows closed so far
     answer: list[str] = field(default_factory=list)
     checked_windows: int = 0
     in_call: bool = False  # a tool call is being streamed: no window closes inside it
@@ -112,7 +138,7 @@ class WindowBuilder:
             self.parts.append(text)
             self.length += len(text)
             return closed
-        full = self.policy.window if busy else self.size
+        full = largest_window(self.policy) if busy else self.size
         if closed is None and text and self.length >= full and is_boundary(text[0]):
             closed = self.close()
         self.events.append(event)
@@ -121,7 +147,7 @@ class WindowBuilder:
             self.length += len(text)
         if closed is None and text and self.length >= full and is_boundary(text[-1]):
             closed = self.close()
-        if closed is None and self.length >= 2 * self.policy.window:
+        if closed is None and self.length >= 2 * max(full, BLOB_CHARS):
             closed = self.close()  # no boundary in sight (a long URL, a base64 blob)
         return closed
 
@@ -145,12 +171,19 @@ class WindowBuilder:
         if not self.events and not self.parts:
             return None
         new = "".join(self.parts)
-        checked = self.tail + new if new.strip() else ""
-        self.tail = checked[-self.policy.overlap :] if self.policy.overlap and checked else ""
+        checked = self._in_context(new) if new.strip() else ""
+        overlap = self.policy.overlap
+        self.before = (self.before + new)[-overlap:] if overlap else ""
         self.answer.append(new)
         events, self.events, self.parts, self.length = self.events, [], [], 0
-        self.size = min(self.size * 2, self.policy.window)
+        self.released += len(new)
+        self.size = window_after(self.policy, self.released)
         return events, checked
+
+    def _in_context(self, new: str) -> str:
+        """The window with the text before it: up to `overlap`, and a quarter of its length."""
+        context = min(len(self.before), math.ceil(len(new) / OVERLAP_SHARE))
+        return self.before[len(self.before) - context :] + new
 
     def count(self, checked: str) -> None:
         """A window check that is sent."""

@@ -73,16 +73,25 @@ class OutputPolicy(Frozen):
     # buffer: collect the whole streamed answer, check, then send. chunked: release text
     # window by window, each after its check (see moderation.py).
     stream: Literal["buffer", "chunked"] = "chunked"
-    # Characters; windows double up to `window`. 1: the first word is released as soon as it
-    # is checked, so time to first token grows by one guard call and no more.
+    # Characters. 1: the first word is released as soon as it is checked, so time to first
+    # token grows by one guard call and no more. Each later window is at least `growth` times
+    # what was released before it, so guard calls grow with the logarithm of the answer's
+    # length, and the text held back stays a fixed share of it (at 4, a fifth is on screen
+    # while the rest is judged; people read far slower than models write).
     first_window: int = Field(default=1, ge=1)
-    window: int = Field(default=512, ge=1)
-    overlap: int = Field(default=128, ge=0)  # text of the previous window checked again
+    growth: float = Field(default=4.0, ge=0.5, le=16)
+    # The largest window. None: what one guard call judges beside the overlap and a quarter
+    # window of prompt (11,872 characters at the default `window_chars`). It was 512 when
+    # windows only doubled; set it to cap how much text waits for one check.
+    window: int | None = Field(default=None, ge=1)
+    # At most this much of the text before a window is judged again with it, and at most a
+    # quarter of the window: a small window brings a little context, a large one all of this.
+    overlap: int = Field(default=128, ge=0)
     final_check: bool = True  # check the whole answer before [DONE]
     stream_first: bool = False  # true: release before checking (text can leak)
     # Guard checks one stream may have in flight. While they run, arriving text waits and
-    # joins the next window (up to `window`): a fast guard gets small windows, a slow or busy
-    # one fewer, larger ones, and N streams never send more than N x this many checks.
+    # joins the next window (up to the largest): a fast guard gets small windows, a slow or
+    # busy one fewer, larger ones, and N streams never send more than N x this many checks.
     checks_in_flight: int = Field(default=1, ge=1, le=8)
     # The most characters of answer and prompt one guard call judges (not the stream window):
     # a longer answer is judged in overlapping segments, each with the end of the prompt.
@@ -90,7 +99,7 @@ class OutputPolicy(Frozen):
 
     @model_validator(mode="after")
     def _windows_fit(self) -> OutputPolicy:
-        if self.first_window > self.window:
+        if self.window is not None and self.first_window > self.window:
             raise ValueError("first_window must not exceed window")
         return self
 
