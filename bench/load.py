@@ -1,15 +1,19 @@
 """Many concurrent streams against a guard of fixed capacity: errors, leaks, time to first
-token, guard calls per answer and the guard's amplification.
+token, and per answer the guard calls, the amplification and the guard's prompt tokens.
 
 The fake guard serves at most `--guard-capacity` calls at once (64), each in `--guard-delay-s`
 (20 ms), and queues the rest, as a GPU server does. The fake upstream streams 100 tokens at
 50 tokens/s after a 200 ms TTFT. One proxy (one worker, defaults but for the guard's
 `max_concurrency`) sits in between. For each level, C clients each send streamed requests
 back to back for `--duration-s`; one request in ten asks for an answer with an unsafe phrase
-in its middle, which must never reach a client. Reported per level: requests, errors (any
-non-200, broken stream or stream without its end), leaks, p50/p99 time to the first content
-chunk, and from the audit trail the guard calls per answer and the amplification
-(characters judged ÷ characters answered, overlaps and final check included).
+in its middle, which must never reach a client. The verdict cache is off unless `--cache`:
+every answer here repeats the same text, and real ones do not. Reported per level: requests;
+the proxy's errors (a non-200, an error event, or a stream that ended without its end) apart
+from the load generator's own (a connect or read failure on its side of the socket; the audit
+statuses tell them apart: 499 when the proxy saw the client leave); leaks; p50/p99 time to
+the first content chunk; and from the audit trail, medians over the allowed answers, the
+guard calls, the amplification (characters judged ÷ characters answered, overlaps and final
+check included) and the guard tokens (the guard's own `usage.prompt_tokens`, summed).
 Run from the repository root: ``python -m bench.load [--levels 1 300 1000] [--duration-s 60]``.
 """
 
@@ -22,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +51,28 @@ class Level:
     clients: int
     ttft_ms: list[float] = field(default_factory=list)
     requests: int = 0
-    errors: int = 0
     leaks: int = 0
     blocked: int = 0
-    error_kinds: dict[str, int] = field(default_factory=dict)
+    proxy_errors: dict[str, int] = field(default_factory=dict)  # what the proxy sent
+    client_errors: dict[str, int] = field(default_factory=dict)  # the load generator's own
+
+    @staticmethod
+    def count(errors: dict[str, int], kind: str) -> None:
+        errors[kind] = errors.get(kind, 0) + 1
+
+
+class ProxyError(Exception):
+    """The proxy answered with a failure: a non-200, an error event, or no end."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Medians over a level's allowed answers, from the audit trail."""
+
+    calls: float
+    amplification: float
+    guard_tokens: float
+    statuses: dict[int, int]  # every record of the level, by status
 
 
 async def one_stream(client: httpx.AsyncClient, url: str, unsafe: bool, level: Level) -> None:
@@ -59,14 +82,14 @@ async def one_stream(client: httpx.AsyncClient, url: str, unsafe: bool, level: L
     try:
         async with client.stream("POST", url, json=body) as response:
             if response.status_code != 200:
-                raise RuntimeError(f"HTTP {response.status_code}")
+                raise ProxyError(f"HTTP {response.status_code}")
             async for line in response.aiter_lines():
                 if line == "data: [DONE]":
                     done = True
                 elif line.startswith("data: {"):
                     chunk = json.loads(line[6:])
                     if "error" in chunk:
-                        raise RuntimeError(chunk["error"].get("code") or "error event")
+                        raise ProxyError(chunk["error"].get("code") or "error event")
                     for choice in chunk.get("choices", []):
                         content = (choice.get("delta") or {}).get("content")
                         if content and first is None:
@@ -74,11 +97,11 @@ async def one_stream(client: httpx.AsyncClient, url: str, unsafe: bool, level: L
                         said.append(content or "")
                         level.blocked += choice.get("finish_reason") == "content_filter"
         if not done:
-            raise RuntimeError("no [DONE]")
-    except (httpx.HTTPError, RuntimeError) as exc:
-        level.errors += 1
-        kind = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else str(exc)
-        level.error_kinds[kind] = level.error_kinds.get(kind, 0) + 1
+            raise ProxyError("no [DONE]")
+    except ProxyError as exc:
+        Level.count(level.proxy_errors, str(exc))
+    except httpx.HTTPError as exc:
+        Level.count(level.client_errors, type(exc).__name__)
     level.requests += 1
     level.leaks += UNSAFE_PHRASE in "".join(said)
     if first is not None:
@@ -104,18 +127,26 @@ async def run_level(url: str, clients: int, duration_s: float) -> Level:
     return level
 
 
-def audit_costs(audit: Path, since: int) -> tuple[float, float, int]:
-    """Guard calls per answer and amplification, medians over this level's safe answers."""
-    calls, amplification = [], []
-    for line in audit.read_text().splitlines()[since:]:
-        record = json.loads(line)
-        if record.get("action") == "allow" and "moderation" in record:
-            calls.append(record["moderation"]["checks"])
-            amplification.append(record["moderation"]["amplification"])
-    count = len(audit.read_text().splitlines())
-    if not calls:
-        return float("nan"), float("nan"), count
-    return statistics.median(calls), statistics.median(amplification), count
+def audit_costs(audit: Path, since: int) -> tuple[Costs, int]:
+    """This level's costs per allowed answer, and where the next level's records start."""
+    lines = audit.read_text().splitlines()
+    records = [json.loads(line) for line in lines[since:]]
+    statuses = Counter(record["status"] for record in records)
+    moderated = [r["moderation"] for r in records if r["action"] == "allow" and "moderation" in r]
+    calls, amplification, tokens = (
+        _median([entry.get(key) for entry in moderated])
+        for key in ("checks", "amplification", "guard_tokens")
+    )
+    return Costs(calls, amplification, tokens, dict(sorted(statuses.items()))), len(lines)
+
+
+def _median(values: list[float | None]) -> float:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else float("nan")
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return f"{sum(errors.values())} {errors}" if errors else "0"
 
 
 def main() -> None:
@@ -125,6 +156,10 @@ def main() -> None:
     parser.add_argument("--guard-capacity", type=int, default=64)
     parser.add_argument("--guard-delay-s", type=float, default=0.02)
     parser.add_argument("--max-concurrency", type=int, default=256)
+    parser.add_argument(
+        "--cache", action=argparse.BooleanOptionalAction, default=False,
+        help="the verdict cache (off: every check reaches the guard, as with real answers)",
+    )  # fmt: skip
     parser.add_argument("--keep", type=Path, help="keep the logs and the audit trail here")
     args = parser.parse_args()
     ports = {name: free_port() for name in ("upstream", "guard", "proxy")}
@@ -155,23 +190,27 @@ def main() -> None:
             "max_concurrency": args.max_concurrency,
             "queue_timeout_s": 5,
         }
+        # Every answer here repeats the same text; real answers differ, so no verdict is reused.
+        document["cache"] = {"enabled": args.cache}
         config.write_text(json.dumps(document))
         serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(ports["proxy"])]
         group.launch([*run, "guardproxy", *serve, "--log-level", "warning"],
                      workdir / "proxy.log", f"http://{HOST}:{ports['proxy']}/healthz")  # fmt: skip
         url = f"http://{HOST}:{ports['proxy']}/v1/chat/completions"
         audit, seen = workdir / "proxy" / "audit.jsonl", 0
-        print("| streams | requests | errors | leaks | blocked | TTFT p50 ms | TTFT p99 ms | "
-              "guard calls per answer | amplification |")  # fmt: skip
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| streams | requests | proxy errors | load generator errors | leaks | blocked | "
+              "TTFT p50 ms | TTFT p99 ms | guard calls per answer | amplification | "
+              "guard tokens per answer | audit statuses |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for clients in args.levels:
             level = asyncio.run(run_level(url, clients, args.duration_s))
             time.sleep(1)  # the audit writer's last batch
-            calls, amplification, seen = audit_costs(audit, seen)
-            errors = f"{level.errors} {level.error_kinds}" if level.errors else "0"
-            print(f"| {clients} | {level.requests} | {errors} | {level.leaks} | {level.blocked} | "
+            costs, seen = audit_costs(audit, seen)
+            print(f"| {clients} | {level.requests} | {_errors(level.proxy_errors)} | "
+                  f"{_errors(level.client_errors)} | {level.leaks} | {level.blocked} | "
                   f"{percentile(level.ttft_ms, 50):.0f} | {percentile(level.ttft_ms, 99):.0f} | "
-                  f"{calls} | {amplification} |", flush=True)  # fmt: skip
+                  f"{costs.calls} | {costs.amplification} | {costs.guard_tokens} | "
+                  f"{costs.statuses} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
