@@ -5,7 +5,8 @@ Targets, each loaded in turn in interleaved rounds of a fresh random order:
 - `direct`: the instant fake upstream;
 - `proxy-on`: `guardproxy serve`, input and output checks on, instant fake guard;
 - `proxy-on-probed`: the same app through `bench.stalls` (loop-lag, GC and flush probes);
-- `proxy-on-gcfreeze`: probed, with gc.freeze() after startup and a 10x gen0 threshold;
+- `proxy-on-gcfreeze`: probed, with gc.freeze() after startup;
+- `proxy-on-gen0`: probed, with a 10x gen0 threshold (7000) after startup;
 - `proxy-on-devnull`: probed, with the audit trail written to /dev/null instead of a file.
 Reports per target the medians over rounds of p50, p99 and p99/p50, and the median of each
 round's ratio of ratios (the target's p99/p50 over `direct`'s in the same round).
@@ -41,7 +42,8 @@ DIRECT, SHIPPED = "direct", "proxy-on"
 # probed target -> (bench.stalls options, audit path; None keeps the file trail)
 PROBED: dict[str, tuple[list[str], str | None]] = {
     "proxy-on-probed": ([], None),
-    "proxy-on-gcfreeze": (["--gc-freeze", "--gen0", "7000"], None),
+    "proxy-on-gcfreeze": (["--gc-freeze"], None),
+    "proxy-on-gen0": (["--gen0", "7000"], None),
     "proxy-on-devnull": ([], "/dev/null"),
 }
 CONTROL_TIMEOUT_S = 10.0
