@@ -63,11 +63,12 @@ def start(workdir: Path, group: Children) -> dict[str, str]:
     """Start the fakes and every proxy; target name -> base URL."""
     ports = {name: free_port() for name in ("upstream", "guard", "floor", "proxy-off", SHIPPED)}
     ports |= {name: free_port() for name in PROBED}
-    ready: dict[str, tuple[list[str], str]] = {}
-    for name, (argv, path) in commands(workdir, ports).items():
-        if name in ("upstream", "guard", SHIPPED):  # the same commands bench.overhead runs
-            ready[name] = (argv, path)
-    shipped = Path(ready[SHIPPED][0][ready[SHIPPED][0].index("--config") + 1])
+    ready = {  # the same commands bench.overhead runs (it writes proxy-on's config)
+        name: found
+        for name, found in commands(workdir, ports).items()
+        if name in ("upstream", "guard", SHIPPED)
+    }
+    shipped = workdir / SHIPPED / "guardproxy.yaml"
     for name, (extra, audit) in PROBED.items():
         config = probed_config(shipped, workdir / name, audit)
         argv = [sys.executable, "-m", "bench.stalls", "--config", str(config)]
