@@ -31,6 +31,7 @@ from guardproxy.errors import GuardproxyError
 from guardproxy.pipeline.codec import Codec, EventRewriter, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker
+from guardproxy.pipeline.usage import TokenUsage
 
 SEPARATOR = "\n"
 
@@ -159,6 +160,9 @@ class ClosedStream:
 
     def released(self, events: Sequence[SSEEvent]) -> None:
         self.inner.released(events)
+
+    def consumed(self) -> TokenUsage:
+        return self.inner.consumed()
 
     def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None:
         return self.inner.masking(masker, types)

@@ -13,6 +13,7 @@ from guardproxy.core.sse import SSEEvent
 from guardproxy.errors import GuardproxyError
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker
+from guardproxy.pipeline.usage import TokenUsage
 
 
 class StreamCodec(Protocol):
@@ -41,6 +42,10 @@ class StreamCodec(Protocol):
 
     def released(self, events: Sequence[SSEEvent]) -> None:
         """Events that reached the client: a cut-off continues from what the client saw."""
+        ...
+
+    def consumed(self) -> TokenUsage:
+        """The tokens the upstream spent on the stream, as far as the proxy read it."""
         ...
 
     def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None: ...

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from guardproxy.core.actions import Action, Outcome
 from guardproxy.pipeline.checks import SKIPPED, CheckResult, CheckStatus
+from guardproxy.pipeline.usage import TokenUsage
 
 if TYPE_CHECKING:
     from guardproxy.pipeline.content import ContentCapture
@@ -48,7 +49,7 @@ class Exchange:
     would: dict[str, str] = field(default_factory=dict)  # direction -> unenforced action
     judged: Judged | None = None  # what the live checks judged, for a shadow policy
     trace_id: str | None = None  # the request's OpenTelemetry trace, when traced
-    usage: dict[str, int] | None = None  # the upstream's token counts, as it reported them
+    usage: TokenUsage | None = None  # what the answer consumed, as billing reads it
     upstream_first_byte_ms: float | None = None  # a stream's first upstream bytes arrived
 
     def conclude(
@@ -140,8 +141,6 @@ class Exchange:
             record["first_byte_ms"] = _round(self.first_byte_ms)
         if self.upstream_first_byte_ms is not None:
             record["upstream_first_byte_ms"] = _round(self.upstream_first_byte_ms)
-        if self.usage:
-            record["usage"] = dict(self.usage)
         if self.trace_id is not None:
             record["trace_id"] = self.trace_id
         if self.regions:
@@ -153,6 +152,8 @@ class Exchange:
         masked = {d: dict(c) for d, c in self.redaction_types.items() if c}
         if masked:
             record["redaction_types"] = masked
+        if self.usage is not None:
+            record["usage"] = self.usage.record()
         if self.moderation is not None and self.moderation.checks:
             record["moderation"] = self.moderation.view()
         if self.guard_error_allowed():
@@ -201,11 +202,3 @@ class ModerationStats:
             view["guard_tokens"] = self.guard_tokens
         return view
 
-
-def token_usage(usage: Any) -> dict[str, int] | None:
-    """The upstream's token counts (Chat's `prompt_tokens`, Responses' and Messages'
-    `input_tokens`, …) as it reported them: whole numbers only, nested details left out."""
-    if not isinstance(usage, dict):
-        return None
-    counts = {k: v for k, v in usage.items() if type(v) is int and v >= 0}
-    return counts or None

@@ -43,13 +43,14 @@ from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.content import ContentCapture
 from guardproxy.pipeline.decision import Action
 from guardproxy.pipeline.enforce import Enforcer
-from guardproxy.pipeline.exchange import Exchange, token_usage
+from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker
 from guardproxy.pipeline.replies import (
     with_verdicts,
 )
 from guardproxy.pipeline.shadow import Judged, ShadowRoute
 from guardproxy.pipeline.streamed import StreamedAnswer
+from guardproxy.pipeline.usage import usage_of
 from guardproxy.policy.model import TenantPolicy
 from guardproxy.policy.profile import Profile, select_profile
 from guardproxy.upstreams.base import Upstream, UpstreamReply
@@ -243,7 +244,7 @@ class ChatFlow:
 
     async def _complete(self, reply: UpstreamReply) -> Response:
         completion = _decode_completion(reply.body)
-        self.exchange.usage = token_usage(completion.get("usage"))
+        self.exchange.usage = usage_of(completion.get("usage"))
         types = self.masker.always
         texts = answer_texts(self.codec, self.request, completion)
         self.enforcer.capture(texts)

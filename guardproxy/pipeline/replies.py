@@ -28,6 +28,7 @@ from guardproxy.errors import (
 )
 from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
+from guardproxy.pipeline.usage import usage_of
 from guardproxy.policy.model import TenantPolicy
 
 # (status, OpenAI error type, code), most specific class first.
@@ -85,7 +86,10 @@ def blocked_response(
     refusal: str,
     usage: Any = None,
 ) -> Response:
-    """The tenant's block shape in the request's API: a refusal (200) or an error (400)."""
+    """The tenant's block shape in the request's API: a refusal (200) or an error (400).
+    `usage`: a whole answer's, as the upstream sent it; a stream cut off before its first
+    release left what it consumed on the exchange already."""
+    exchange.usage = usage_of(usage) or exchange.usage
     if on_block == "error":
         exchange.conclude(400, "block")
         body = {**codec.content_filter_error(exchange), "guardproxy": exchange.client_view()}
@@ -120,7 +124,8 @@ def cut_off_events(
     error: str | None,
 ) -> list[bytes]:
     """How a stream already under way ends when a check fails: never retract, just stop,
-    with a guard error (FAIL), or the tenant's block shape."""
+    with a guard error (FAIL), or the tenant's block shape, which tells what was consumed."""
+    exchange.usage = shapes.consumed()
     if action is Action.FAIL:
         exchange.conclude(503, "fail")
         failure = GuardOverloaded if exchange.output.overloaded else GuardUnavailable

@@ -179,10 +179,13 @@ class _Stream:
     `vllm` (the default; seen on vLLM 0.32, vllm-cpu.md §4b): `finish_reason` rides on the last
     content chunk, non-final chunks carry no `usage` key, `system_fingerprint` is on the final
     chunk only. `openai`: a separate empty-delta finish chunk, `usage: null` on every chunk
-    when usage is asked for.
+    when usage is asked for. vLLM's `continuous_usage_stats` puts the usage so far on every
+    chunk (`running`: the prompt's tokens).
     """
 
-    def __init__(self, model: str, include_usage: bool, framing: str = "vllm") -> None:
+    def __init__(
+        self, model: str, include_usage: bool, framing: str = "vllm", running: int | None = None
+    ) -> None:
         self.base = {
             "id": new_completion_id(),
             "object": "chat.completion.chunk",
@@ -191,11 +194,15 @@ class _Stream:
         }
         self.include_usage = include_usage
         self.framing = framing
+        self.running, self.generated = running, 0
 
     def event(self, choices: list[dict[str, Any]]) -> bytes:
         chunk: dict[str, Any] = {**self.base, "choices": choices}
         if self.framing == "openai" and self.include_usage:
             chunk["usage"] = None
+        if self.running is not None:
+            self.generated += any(choice["delta"].get("content") for choice in choices)
+            chunk["usage"] = usage(self.running, self.generated)
         return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
     def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
@@ -283,8 +290,10 @@ async def _complete(state: FakeUpstreamState, body: dict[str, Any]) -> Response:
     prompt_tokens = sum(count_words(message_text(m)) for m in body["messages"])
     if body.get("stream") is True and not state.ignore_stream:
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        stream = _Stream(body["model"], include_usage, state.framing)
+        options = options if isinstance(options, dict) else {}
+        running = prompt_tokens if options.get("continuous_usage_stats") is True else None
+        include_usage = options.get("include_usage") is True
+        stream = _Stream(body["model"], include_usage, state.framing, running)
         return ClosingStreamingResponse(_stream_events(state, stream, tokens, prompt_tokens))
     # A non-streamed answer arrives when the whole generation would have finished.
     await asyncio.sleep(state.ttft_s + state.token_interval_s * max(len(tokens) - 1, 0))

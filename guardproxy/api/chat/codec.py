@@ -16,6 +16,7 @@ from guardproxy.errors import GuardproxyError
 from guardproxy.pipeline.codec import EventRewriter, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker, mask_locations
+from guardproxy.pipeline.usage import StreamUsage, TokenUsage
 
 NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
 
@@ -118,6 +119,7 @@ class ChatStream:
     def __init__(self, request: Conversation) -> None:
         self.request = request
         self.identity: dict[str, Any] | None = None  # the stream's id, created and model
+        self.usage = StreamUsage()
 
     def text(self, chunk: dict[str, Any]) -> str:
         return "".join(said(c.get("delta")) for c in choices_of(chunk))
@@ -132,9 +134,16 @@ class ChatStream:
         return event.data is not None and event.data.strip() == DONE
 
     def observe(self, chunk: dict[str, Any]) -> None:
+        """The usage chunk (`choices: []`) is the upstream's final count; vLLM's
+        `continuous_usage_stats` puts a running one on every chunk before it."""
         if self.identity is None:
             keys = ("id", "created", "model")
             self.identity = {k: chunk[k] for k in keys if k in chunk} or None
+        self.usage.reported(chunk.get("usage"), final=chunk.get("choices") == [])
+        self.usage.generated(self.text(chunk))
+
+    def consumed(self) -> TokenUsage:
+        return self.usage.consumed()
 
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         text = StreamText()
@@ -186,8 +195,13 @@ def refusal_events(
     finish = {**base, "choices": [_finish_choice()], "guardproxy": exchange.client_view()}
     events.append(encode_event(finish))
     if _wants_usage(request):
-        events.append(encode_event({**base, "choices": [], "usage": NO_USAGE}))
+        events.append(encode_event({**base, "choices": [], "usage": chat_usage(exchange.usage)}))
     return [*events, encode_event(DONE)]
+
+
+def chat_usage(usage: TokenUsage | None) -> dict[str, int]:
+    """What a blocked stream consumed (none: nothing), as the usage chunk tells it."""
+    return NO_USAGE if usage is None else usage.counts("prompt_tokens", "completion_tokens")
 
 
 def refusal_field(request: Conversation) -> str:

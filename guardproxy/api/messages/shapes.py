@@ -8,6 +8,7 @@ from typing import Any
 
 from guardproxy.core.conversation import Conversation
 from guardproxy.pipeline.exchange import Exchange
+from guardproxy.pipeline.usage import TokenUsage
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -63,3 +64,10 @@ def message_shell(request: Conversation, exchange: Exchange) -> dict[str, Any]:
 
 def usage_of(usage: Any) -> dict[str, Any]:
     return usage if isinstance(usage, dict) else {"input_tokens": 0, "output_tokens": 0}
+
+
+def delta_usage(usage: TokenUsage | None) -> dict[str, int]:
+    """What a blocked stream consumed, as the closing `message_delta` tells it (none: nothing)."""
+    if usage is None:
+        return {"input_tokens": 0, "output_tokens": 0}
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}

@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from guardproxy.api import openai_errors
-from guardproxy.api.messages.shapes import anthropic_error, message_shell
+from guardproxy.api.messages.shapes import anthropic_error, delta_usage, message_shell
 from guardproxy.core.conversation import Conversation
 from guardproxy.core.sse import SSEEvent, chunk_of, encode_typed
 from guardproxy.errors import GuardproxyError
@@ -23,6 +23,7 @@ from guardproxy.pipeline.codec import EventRewriter
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker
 from guardproxy.pipeline.replies import public_message, status_of
+from guardproxy.pipeline.usage import StreamUsage, TokenUsage
 from guardproxy.redaction import StreamRedactor
 
 END_EVENTS = frozenset({"message_delta", "message_stop"})
@@ -58,6 +59,7 @@ class MessagesStream:
         self.call_stopped = False
         self.open: set[int] = set()  # blocks the client has seen start and not stop
         self.next_index = 0  # the index a refusal block takes
+        self.usage = StreamUsage()
 
     def text(self, chunk: dict[str, Any]) -> str:
         kind = _kind(chunk)
@@ -75,6 +77,10 @@ class MessagesStream:
         return self.call is not None
 
     def is_end(self, event: SSEEvent, chunk: dict[str, Any] | None) -> bool:
+        """`message_delta` carries the upstream's final usage; it is held, never observed,
+        so its usage is noted as the moderator first sees it, here."""
+        if chunk is not None and _kind(chunk) == "message_delta":
+            self.usage.reported(chunk.get("usage"), final=True)
         return _kind(chunk) in END_EVENTS
 
     def observe(self, chunk: dict[str, Any]) -> None:
@@ -83,6 +89,8 @@ class MessagesStream:
             self.call, self.call_stopped = None, False
         if kind == "message_start" and isinstance(chunk.get("message"), dict):
             self.message = chunk["message"]
+            self.usage.reported(self.message.get("usage"))  # the input, and a first output
+        self.usage.generated(self.text(chunk))
         block = chunk.get("content_block")
         if kind == "content_block_start" and isinstance(block, dict):
             self.call = index if block.get("type") in CALL_BLOCKS else None
@@ -106,6 +114,9 @@ class MessagesStream:
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         chunks = [chunk_of(event) for event in events]
         return ["".join(self.text(chunk) for chunk in chunks if chunk)]
+
+    def consumed(self) -> TokenUsage:
+        return self.usage.consumed()
 
     def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None:
         return MessagesMasker(masker, types) if types else None
@@ -150,7 +161,7 @@ class MessagesStream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": "refusal", "stop_sequence": None},
-                    "usage": {"output_tokens": 0},
+                    "usage": delta_usage(exchange.usage),
                     "guardproxy": exchange.client_view(),
                 }
             ),

@@ -85,7 +85,7 @@ class ResponsesCodec(LocatedMasking):
         self, request: Conversation, exchange: Exchange, refusal: str, usage: Any
     ) -> dict[str, Any]:
         response = incomplete_response(
-            base_response(request, exchange), refusal_item(exchange, refusal)
+            base_response(request, exchange), [refusal_item(exchange, refusal)]
         )
         return {**response, "usage": usage or NO_USAGE, "guardproxy": exchange.client_view()}
 

@@ -10,12 +10,13 @@ from typing import Any
 from guardproxy.core.conversation import Conversation, text_of
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker, mask_strings
+from guardproxy.pipeline.usage import TokenUsage
 
 TEXT_PARTS = {"input_text": "text", "output_text": "text", "refusal": "refusal"}
 CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}
 NO_USAGE = {
     "input_tokens": 0,
-    "input_tokens_details": {"cached_tokens": 0},
+    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
     "output_tokens": 0,
     "output_tokens_details": {"reasoning_tokens": 0},
     "total_tokens": 0,
@@ -100,11 +101,18 @@ def refusal_item(exchange: Exchange, refusal: str) -> dict[str, Any]:
     }
 
 
-def incomplete_response(response: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
-    """A block: `status: incomplete` for the content filter, the refusal as its output text."""
+def incomplete_response(response: dict[str, Any], output: list[dict[str, Any]]) -> dict[str, Any]:
+    """A block: `status: incomplete` for the content filter, the refusal as its last item."""
     return {
         **response,
         "status": "incomplete",
         "incomplete_details": {"reason": "content_filter"},
-        "output": [item],
+        "output": output,
     }
+
+
+def responses_usage(usage: TokenUsage | None) -> dict[str, Any]:
+    """What a blocked answer consumed, as `response.usage` tells it (none: nothing)."""
+    return (
+        NO_USAGE if usage is None else {**NO_USAGE, **usage.counts("input_tokens", "output_tokens")}
+    )

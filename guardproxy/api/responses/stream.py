@@ -7,8 +7,9 @@
 Only `*.delta` events carry new text (and a call's name, on `output_item.added`); the `*.done`
 events and `response.completed` repeat what the deltas said, so they are masked but never
 counted twice. The end event (`response.completed`, `.incomplete`, `.failed`) is held until
-the final check. A block mid-stream adds a refusal message item and ends with
-`response.incomplete` (`incomplete_details.reason: content_filter`).
+the final check. A block mid-stream closes the items the client saw open (`released.py`),
+adds a refusal message item and ends with `response.incomplete`
+(`incomplete_details.reason: content_filter`) listing them all, with the usage consumed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from guardproxy.api import openai_errors
+from guardproxy.api.responses.released import ReleasedOutput
 from guardproxy.api.responses.shapes import (
     CALL_ITEMS,
-    NO_USAGE,
     base_response,
     incomplete_response,
     mask_item,
     refusal_item,
+    responses_usage,
 )
 from guardproxy.core.conversation import Conversation
 from guardproxy.core.sse import DONE, SSEEvent, chunk_of, encode_typed
@@ -32,6 +34,7 @@ from guardproxy.pipeline.codec import EventRewriter
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.masking import Masker, mask_strings
 from guardproxy.pipeline.replies import public_message, status_of
+from guardproxy.pipeline.usage import StreamUsage, TokenUsage
 from guardproxy.redaction import StreamRedactor
 
 END_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -63,8 +66,9 @@ class ResponsesStream:
     def __init__(self, request: Conversation) -> None:
         self.request = request
         self.response: dict[str, Any] | None = None  # as `response.created` announced it
-        self.sequence = -1
-        self.items = 0  # output items released to the client so far
+        self.output = ReleasedOutput()
+        self.masker: ResponsesMasker | None = None  # feeds `output` what it sends, masked
+        self.usage = StreamUsage()
 
     def text(self, chunk: dict[str, Any]) -> str:
         kind = _kind(chunk)
@@ -81,23 +85,30 @@ class ResponsesStream:
         return kind.startswith(CALL_PREFIXES) or (kind in ITEM_EVENTS and _is_call_item(chunk))
 
     def is_end(self, event: SSEEvent, chunk: dict[str, Any] | None) -> bool:
-        done = event.data is not None and event.data.strip() == DONE
-        return done or _kind(chunk) in END_EVENTS
+        """The end event carries the upstream's usage; it is held, never observed, so its
+        usage is noted as the moderator first sees it, here."""
+        if chunk is not None and _kind(chunk) in END_EVENTS:
+            response = chunk.get("response")
+            self.usage.reported(response.get("usage") if isinstance(response, dict) else None, True)
+            return True
+        return event.data is not None and event.data.strip() == DONE
 
     def observe(self, chunk: dict[str, Any]) -> None:
-        sequence = chunk.get("sequence_number")
-        if isinstance(sequence, int):
-            self.sequence = max(self.sequence, sequence)
         kind = _kind(chunk)
         if kind == "response.created" and isinstance(chunk.get("response"), dict):
             self.response = chunk["response"]
+        self.usage.generated(self.text(chunk))
+
+    def consumed(self) -> TokenUsage:
+        return self.usage.consumed()
 
     def texts(self, events: Sequence[SSEEvent]) -> list[str]:
         chunks = [chunk_of(event) for event in events]
         return ["".join(self.text(chunk) for chunk in chunks if chunk)]
 
     def masking(self, masker: Masker, types: Collection[str]) -> EventRewriter | None:
-        return ResponsesMasker(masker, types) if types else None
+        self.masker = ResponsesMasker(masker, types, self.output) if types else None
+        return self.masker
 
     def block_error_events(self, exchange: Exchange) -> list[bytes]:
         return [self._event("error", code="content_filter", message=openai_errors.BLOCKED_MESSAGE)]
@@ -106,29 +117,32 @@ class ResponsesStream:
         return self.refusal(exchange, refusal, started=True)
 
     def released(self, events: Sequence[SSEEvent]) -> None:
-        """Output items the client has seen: a refusal after them takes the next index."""
-        self.items += sum(b'"response.output_item.added"' in event.raw for event in events)
+        """What the client has seen, unless the masker tells it as it sends it masked."""
+        if self.masker is None:
+            for chunk in filter(None, map(chunk_of, events)):
+                self.output.add(chunk)
 
     def error_event(self, exc: GuardproxyError) -> bytes:
         _, _, code = status_of(exc)
         return self._event("error", code=code, message=public_message(exc), param=None)
 
     def refusal(self, exchange: Exchange, refusal: str, started: bool) -> list[bytes]:
-        """The refusal as a message item of its own, then `response.incomplete`."""
+        """The items the client saw closed, the refusal as a message item of its own, then
+        `response.incomplete` listing them all, with what the upstream consumed."""
         response = self.response or base_response(self.request, exchange)
-        events = []
+        events = self.output.close(self._event)
         if not started:
             events += [
                 self._event("response.created", response=response),
                 self._event("response.in_progress", response=response),
             ]
-        item = refusal_item(exchange, refusal)
-        at = {"item_id": item["id"], "output_index": self.items}
+        item, index = refusal_item(exchange, refusal), self.output.count
+        at = {"item_id": item["id"], "output_index": index}
         part = item["content"][0]
         events += [
             self._event(
                 "response.output_item.added",
-                output_index=self.items,
+                output_index=index,
                 item={**item, "status": "in_progress", "content": []},
             ),
             self._event(
@@ -141,15 +155,15 @@ class ResponsesStream:
                 "response.output_text.done", **at, content_index=0, text=refusal, logprobs=[]
             ),
             self._event("response.content_part.done", **at, content_index=0, part=part),
-            self._event("response.output_item.done", output_index=self.items, item=item),
+            self._event("response.output_item.done", output_index=index, item=item),
         ]
-        final = {**incomplete_response(response, item), "usage": NO_USAGE}
-        final["guardproxy"] = exchange.client_view()
+        final = incomplete_response(response, [*self.output.output(), item])
+        final |= {"usage": responses_usage(exchange.usage), "guardproxy": exchange.client_view()}
         return [*events, self._event("response.incomplete", response=final)]
 
     def _event(self, kind: str, **fields: Any) -> bytes:
-        self.sequence += 1
-        return encode_typed({"type": kind, "sequence_number": self.sequence, **fields})
+        self.output.sequence += 1
+        return encode_typed({"type": kind, "sequence_number": self.output.sequence, **fields})
 
 
 class ResponsesMasker:
@@ -158,9 +172,10 @@ class ResponsesMasker:
     repeat the text in full, masked whole. Text a redactor still holds when its `*.done`
     event arrives goes out as one more delta just before it."""
 
-    def __init__(self, masker: Masker, types: Collection[str]) -> None:
+    def __init__(self, masker: Masker, types: Collection[str], released: ReleasedOutput) -> None:
         self.masker, self.types = masker, types
         self.redactors: dict[tuple[Any, ...], StreamRedactor] = {}
+        self.released = released  # told every event as the client receives it
 
     def rewrite(self, event: SSEEvent) -> bytes:
         chunk = chunk_of(event)
@@ -172,6 +187,7 @@ class ResponsesMasker:
         if kind in DONE_FIELDS:
             return self._done(chunk, kind)
         masked, found = self._whole(chunk)
+        self.released.add(masked)
         return encode_typed(masked) if found else event.raw
 
     def finish(self) -> bytes:
@@ -181,6 +197,7 @@ class ResponsesMasker:
     def _delta(self, event: SSEEvent, chunk: dict[str, Any], kind: str) -> bytes:
         redactor = self.redactors.setdefault(_key(chunk, kind), self._new())
         text = redactor.feed(chunk["delta"])
+        self.released.add({**chunk, "delta": text})
         return event.raw if text == chunk["delta"] else encode_typed({**chunk, "delta": text})
 
     def _done(self, chunk: dict[str, Any], kind: str) -> bytes:
@@ -195,7 +212,9 @@ class ResponsesMasker:
         if held:
             delta = {k: v for k, v in chunk.items() if k != name}
             delta |= {"type": kind.removesuffix(".done") + ".delta", "delta": held}
+            self.released.add(delta)
             out = encode_typed(delta) + out
+        self.released.add(masked)
         return out
 
     def _whole(self, chunk: dict[str, Any]) -> tuple[dict[str, Any], int]:
