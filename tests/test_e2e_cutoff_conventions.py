@@ -8,6 +8,7 @@ import json
 import typing
 from typing import Any
 
+import anthropic
 import pytest
 from openai.types.responses import ResponseStreamEvent
 from pydantic import BaseModel
@@ -266,3 +267,20 @@ def test_an_input_block_reports_no_tokens(proxy: Proxy, stream: bool) -> None:
     answer = json.loads(last)["response"] if stream else response.json()
     assert answer["usage"]["total_tokens"] == 0  # the upstream was never asked
     assert "usage" not in proxy.record(1)
+
+
+def test_a_messages_block_mid_stream_as_an_error_is_anthropics_error_event(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = start_proxy(on_block="error")
+    proxy.upstream.reply = story(60, UNSAFE)
+    ask: Any = [{"role": "user", "content": PROMPT}]
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        proxy.anthropic().messages.stream(model="c", max_tokens=99, messages=ask) as stream,
+    ):
+        list(stream)
+    body: Any = caught.value.body
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "content filtering policy" in body["error"]["message"]  # what litellm maps

@@ -35,28 +35,42 @@ def litellm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     cache.cache_dict.clear()
 
 
+# litellm's providers a client may reach the proxy by: OpenAI's Chat Completions, whose
+# errors it maps by `content_policy_violation`, and Anthropic's Messages, whose errors it
+# maps by "content filtering policy" (its `_map_anthropic_exception`).
+PROVIDERS = {"openai": ("openai/m", "/v1"), "anthropic": ("anthropic/claude-x", "")}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_blocked_prompt_is_a_content_policy_violation_for_litellm(
-    start_proxy: ProxyFactory, litellm: Any, stream: bool
+    start_proxy: ProxyFactory, litellm: Any, stream: bool, provider: str
 ) -> None:
     proxy = start_proxy(on_block="error")
     with pytest.raises(litellm.ContentPolicyViolationError):
-        _drain(litellm, proxy.url, UNSAFE, stream)
+        _drain(litellm, proxy.url, UNSAFE, stream, provider)
 
 
+@pytest.mark.parametrize("provider", PROVIDERS)
 def test_a_block_mid_stream_is_a_content_policy_violation_for_litellm(
-    start_proxy: ProxyFactory, litellm: Any
+    start_proxy: ProxyFactory, litellm: Any, provider: str
 ) -> None:
+    """Not a retryable 500 (`MidStreamFallbackError`): a fallback must not resend the prompt
+    to another deployment as if the upstream had failed."""
     proxy = start_proxy(on_block="error")
     proxy.upstream.reply = "word " * 40 + "and then you steal a car. " + "word " * 40
-    with pytest.raises(litellm.ContentPolicyViolationError):
-        _drain(litellm, proxy.url, [{"role": "user", "content": "tell a story"}], True)
+    story = [{"role": "user", "content": "tell a story"}]
+    with pytest.raises(litellm.ContentPolicyViolationError) as caught:
+        _drain(litellm, proxy.url, story, True, provider)
+    assert not isinstance(caught.value, litellm.exceptions.MidStreamFallbackError)
+    assert caught.value.status_code == 400
 
 
-def _drain(litellm: Any, url: str, messages: list[Any], stream: bool) -> None:
-    """One completion through litellm's OpenAI path, read to the end."""
+def _drain(litellm: Any, url: str, messages: list[Any], stream: bool, provider: str) -> None:
+    """One completion through one of litellm's providers, read to the end."""
+    model, path = PROVIDERS[provider]
     answer = litellm.completion(
-        model="openai/m", api_base=f"{url}/v1", api_key=TENANT_KEY,
+        model=model, api_base=f"{url}{path}", api_key=TENANT_KEY, max_tokens=64,
         messages=messages, stream=stream, num_retries=0,
     )  # fmt: skip
     for _ in answer if stream else ():

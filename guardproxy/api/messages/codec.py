@@ -13,10 +13,10 @@ import json
 from collections.abc import Collection
 from typing import Any
 
-from guardproxy.api import openai_errors
 from guardproxy.api.answers import ANSWER_FIELDS
 from guardproxy.api.fields import MESSAGES_FIELDS
 from guardproxy.api.messages.shapes import (
+    BLOCKED_MESSAGE,
     SKIPPED_BLOCKS,
     TEXT_BLOCKS,
     anthropic_error,
@@ -99,7 +99,7 @@ class MessagesCodec(LocatedMasking):
         return MessagesStream(request).refusal(exchange, refusal, started=False)
 
     def content_filter_error(self, exchange: Exchange) -> dict[str, Any]:
-        return anthropic_error(openai_errors.BLOCKED_MESSAGE, 400)
+        return anthropic_error(BLOCKED_MESSAGE, 400)
 
     def error(
         self, message: str, status: int, type_: str, param: str | None, code: str | None

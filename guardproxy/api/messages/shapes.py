@@ -19,6 +19,14 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+# A block, as Anthropic's error: litellm's `anthropic/` provider maps a Messages error whose
+# message says "content filtering policy" to ContentPolicyViolationError (its
+# `_map_anthropic_exception`), mid-stream too, where it would otherwise see a retryable 500;
+# the rest keeps the words its OpenAI mapping and people read.
+BLOCKED_MESSAGE = (
+    "The request was rejected as a result of the safety system: it was blocked by the "
+    "content filtering policy (content_policy_violation)."
+)
 TEXT_BLOCKS = {"text": "text", "thinking": "thinking"}
 SKIPPED_BLOCKS = frozenset({"redacted_thinking"})  # encrypted: nothing a guard could read
 

@@ -14,8 +14,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from guardproxy.api import openai_errors
-from guardproxy.api.messages.shapes import anthropic_error, delta_usage, message_shell
+from guardproxy.api.messages.shapes import (
+    BLOCKED_MESSAGE,
+    anthropic_error,
+    delta_usage,
+    message_shell,
+)
 from guardproxy.core.conversation import Conversation
 from guardproxy.core.sse import SSEEvent, chunk_of, encode_typed
 from guardproxy.errors import GuardproxyError
@@ -126,7 +130,7 @@ class MessagesStream:
         return encode_typed(anthropic_error(public_message(exc), status))
 
     def block_error_events(self, exchange: Exchange) -> list[bytes]:
-        return [encode_typed(anthropic_error(openai_errors.BLOCKED_MESSAGE, 400))]
+        return [encode_typed(anthropic_error(BLOCKED_MESSAGE, 400))]
 
     def refusal_after(self, exchange: Exchange, refusal: str) -> list[bytes]:
         return self.refusal(exchange, refusal, started=True)
