@@ -124,6 +124,20 @@ def test_the_openai_client_reads_a_cut_off_response_stream_to_its_end(proxy: Pro
     assert final.response.output_text == said
 
 
+def test_a_responses_cut_off_repeats_the_released_text_as_masked(
+    start_proxy: ProxyFactory,
+) -> None:
+    proxy = start_proxy(redaction={"detectors": ["email"]})
+    proxy.upstream.reply = "Write to jane.doe@example.org please. " + story(60, UNSAFE)
+    events = raw_responses_events(proxy, {"model": "m", "input": PROMPT, "stream": True})
+    released = deltas_of(events, 0)
+    assert released.startswith("Write to [REDACTED:EMAIL] please.")
+    assert "jane.doe" not in json.dumps(events)
+    done = next(e for e in events if e["type"] == "response.output_text.done")
+    assert done["text"] == released
+    assert events[-1]["response"]["output"][0]["content"][0]["text"] == released
+
+
 def test_a_responses_cut_off_before_any_release_is_a_refusal_alone(
     start_proxy: ProxyFactory,
 ) -> None:
