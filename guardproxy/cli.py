@@ -221,7 +221,9 @@ def _app(path: Path, workers: int, metrics_dir: str | None = None) -> Any:
     env = dict(os.environ)
     settings, policies = _load_for_serving(path, workers)
     reload = lambda: load_policies(settings, env)  # noqa: E731
-    return create_app(settings, policies, reload=reload, metrics_dir=metrics_dir)
+    return create_app(
+        settings, policies, reload=reload, metrics_dir=metrics_dir, freeze_startup=True
+    )
 
 
 def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:

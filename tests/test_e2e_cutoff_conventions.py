@@ -127,7 +127,9 @@ def test_the_openai_client_reads_a_cut_off_response_stream_to_its_end(proxy: Pro
 def test_a_responses_cut_off_repeats_the_released_text_as_masked(
     start_proxy: ProxyFactory,
 ) -> None:
-    proxy = start_proxy(redaction={"detectors": ["email"]})
+    # Small windows, so the sentence with the address is released before the cut-off (with
+    # growing windows, text that arrives during the first check joins the second).
+    proxy = start_proxy(redaction={"detectors": ["email"]}, output={"window": 48})
     proxy.upstream.reply = "Write to jane.doe@example.org please. " + story(60, UNSAFE)
     events = raw_responses_events(proxy, {"model": "m", "input": PROMPT, "stream": True})
     released = deltas_of(events, 0)

@@ -201,4 +201,3 @@ class ModerationStats:
         if self.guard_tokens is not None:
             view["guard_tokens"] = self.guard_tokens
         return view
-

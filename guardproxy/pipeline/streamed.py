@@ -28,6 +28,7 @@ from guardproxy.pipeline.streams import (
     relay_response,
     replay_response,
     sse_response,
+    tally,
 )
 from guardproxy.upstreams.base import UpstreamReply
 
@@ -91,12 +92,15 @@ class StreamedAnswer:
         response = sse_response(_prepend(first, events), reply, exchange, True)
         response.closers.append(reply.aclose)
         response.closers.append(partial(self._record_failure, moderator))
+        response.closers.append(self._record_usage)
         return response
 
     async def buffered(self, reply: UpstreamReply) -> Response:
         """Collect the whole stream, check it once, then send it on with its original framing."""
         enforcer, exchange = self.enforcer, self.enforcer.exchange
         buffered = await buffer_stream(reply, BUFFER_LIMIT_BYTES)
+        tally(self.codec, buffered.events)
+        exchange.usage = self.codec.consumed()
         texts = self.codec.texts(buffered.events)
         enforcer.capture(texts)
         result = await run_checks(self.guard, enforcer.output_checks(texts))
@@ -121,6 +125,11 @@ class StreamedAnswer:
         if action is Action.FAIL:
             raise guard_failure(self.enforcer.exchange.output)
         return self.enforcer.blocked()
+
+    async def _record_usage(self) -> None:
+        """What the stream consumed, once it ends (a cut-off has recorded it already)."""
+        exchange = self.enforcer.exchange
+        exchange.usage = exchange.usage or self.codec.consumed()
 
     async def _record_failure(self, moderator: ChunkedModerator) -> None:
         """An upstream that broke off mid-stream: the record says so, once the stream ends."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from guardproxy.core.sse import SSEDecoder, SSEEvent
+from guardproxy.core.sse import SSEDecoder, SSEEvent, chunk_of
 from guardproxy.errors import UpstreamError
 from guardproxy.pipeline.codec import EventRewriter, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
@@ -139,12 +139,26 @@ def sse_response(
 async def _relay(
     chunks: AsyncIterator[bytes], exchange: Exchange, codec: StreamCodec
 ) -> AsyncGenerator[bytes]:
+    decoder = SSEDecoder()  # read alongside, for the tokens the stream reports
     try:
         async for chunk in chunks:
+            tally(codec, decoder.feed(chunk))
             yield chunk
     except UpstreamError as exc:
         exchange.conclude(status_of(exc)[0], error=str(exc))
         yield codec.error_event(exc)
+    finally:
+        tally(codec, decoder.flush())
+        exchange.usage = exchange.usage or codec.consumed()
+
+
+def tally(codec: StreamCodec, events: Iterable[SSEEvent]) -> None:
+    """Show `codec` each event as the moderator would (end events are only named), so its
+    count of the tokens the stream consumed is kept."""
+    for event in events:
+        chunk = chunk_of(event)
+        if not codec.is_end(event, chunk) and chunk is not None:
+            codec.observe(chunk)
 
 
 async def _replay(events: list[bytes]) -> AsyncGenerator[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -68,13 +69,15 @@ def create_app(
     fetcher: ImageFetcher | None = None,
     metrics_dir: str | None = None,
     tracer_provider: Any = None,
+    freeze_startup: bool = False,
 ) -> Starlette:
     """Build the proxy. `transport` replaces the network in tests; `audit` the JSONL file;
     `reload` (a policy loader) turns on hot reload: file changes in the policies folder and
     SIGHUP; `fetcher` replaces the image fetcher (tests point it at local servers);
     `metrics_dir` is prometheus-client's multiprocess folder (`serve --workers N`);
-    `tracer_provider` an OpenTelemetry provider that replaces the OTLP exporter's. Guards
-    with `engine: vllm` are started with the app and stopped with it."""
+    `tracer_provider` an OpenTelemetry provider that replaces the OTLP exporter's;
+    `freeze_startup` (`guardproxy serve`) moves what startup built out of the collector's
+    reach. Guards with `engine: vllm` are started with the app and stopped with it."""
     settings = resolve_engine_urls(settings)
     admin = _admin_site(settings, policies, lambda: app_state(app))
 
@@ -117,6 +120,12 @@ def create_app(
                 side_server(admin, settings.admin),
                 watch_policies(app, settings.policies_dir(), reload),
             ):
+                if freeze_startup:
+                    # Imports, settings and policies live as long as the process: a full
+                    # collection walking them stalled the loop up to 161 ms at c=32
+                    # (bench/README.md, "Tail latency"); frozen, the same two took 4 ms.
+                    gc.collect()
+                    gc.freeze()
                 try:
                     yield
                 finally:

@@ -39,13 +39,17 @@ def test_tokens_and_added_latency_are_counted_per_tenant(start_proxy: ProxyFacto
     list(client.chat.completions.create(model="m", messages=ask("Stream it"), stream=True))
     _, samples = scrape(proxy)
     tokens = samples["guardproxy_tokens_total"]
+    # The stream did not ask for usage: what the proxy read counts, one token per text event
+    # (a floor), and no prompt tokens, which the upstream never reported.
+    words = len(proxy.upstream.reply.split())
     assert total(tokens, tenant="acme", kind="prompt") == answer.usage.prompt_tokens
-    assert total(tokens, tenant="acme", kind="completion") == answer.usage.completion_tokens
+    assert total(tokens, tenant="acme", kind="completion") == answer.usage.completion_tokens + words
     added = samples["guardproxy_added_latency_seconds_count"]
     assert total(added, tenant="acme", stream="false") == 1
     assert total(added, tenant="acme", stream="true") == 1
     whole, streamed = proxy.audit.records
-    assert whole["usage"]["prompt_tokens"] == answer.usage.prompt_tokens
+    assert whole["usage"]["input_tokens"] == answer.usage.prompt_tokens
+    assert streamed["usage"]["source"] == "read"
     assert streamed["upstream_first_byte_ms"] <= streamed["first_byte_ms"]
 
 
@@ -112,3 +116,29 @@ def series(metrics: Metrics, name: str) -> dict[str, float]:
         for sample in family.samples
         if sample.name == name
     }
+
+
+def test_every_stream_mode_records_and_counts_its_tokens(start_proxy: ProxyFactory) -> None:
+    """Moderated window by window, buffered, and relayed with output checks off: each stream's
+    audit record carries the upstream's own final count, and the counter adds it up."""
+    for output in ({"stream": "chunked"}, {"stream": "buffer"}, {"enabled": False}):
+        proxy = start_proxy(output=output)
+        chunks = list(
+            proxy.client().chat.completions.create(
+                model="m",
+                messages=ask("Stream it"),
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        usage = chunks[-1].usage
+        assert usage is not None
+        (record,) = proxy.audit.records
+        assert record["usage"] == {
+            "input_tokens": usage.prompt_tokens,
+            "output_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "source": "upstream",
+        }
+        tokens = scrape(proxy)[1]["guardproxy_tokens_total"]
+        assert total(tokens, kind="completion") == usage.completion_tokens
