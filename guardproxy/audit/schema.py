@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -80,5 +81,67 @@ admin_sessions = Table(
     Column("token_sha256", String(64), primary_key=True),
     Column("key_sha256", String(64), nullable=False),
     Column("expires", Float, nullable=False),  # Unix time
+    Column("user", String(128)),  # the named reviewer (admin.users), revision 0005
     Index("ix_admin_sessions_expires", "expires"),
+)
+
+# A reviewer's word on a decision (revision 0005): who, when, which label, a note, and the
+# categories they believe apply. Several per decision; the newest is the decision's label.
+LABELS = ("correct", "false_positive", "false_negative", "escalate")
+decision_labels = Table(
+    "decision_labels",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column(
+        "request_id",
+        String(64),
+        ForeignKey("decisions.request_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("reviewer", String(128), nullable=False),
+    Column("label", String(32), nullable=False),
+    Column("note", Text),
+    Column("categories", DOCUMENT),
+    Index("ix_decision_labels_request", "request_id", "time"),
+    Index("ix_decision_labels_label_time", "label", "time"),
+)
+
+# Who looked at what (revision 0005): sign-ins, failed sign-ins, content views, labels and
+# exports, with the decision they concern.
+ACCESS_EVENTS = ("sign_in", "sign_in_failed", "content_view", "label", "export")
+access_log = Table(
+    "access_log",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("request_id", String(64)),
+    Column("address", String(64)),
+    Column("detail", DOCUMENT),
+    Index("ix_access_log_time", "time"),
+    Index("ix_access_log_actor_time", "actor", "time"),
+)
+
+# Hourly counts kept by the writer (revision 0005), so a page view reads a few hundred rows
+# rather than tallying a day of decisions. Tenant, direction and category are "" when none.
+rollup_hourly = Table(
+    "rollup_hourly",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+    Column("action", String(16), primary_key=True),
+    Column("requests", ID, nullable=False),
+    Column("guard_ms", Float, nullable=False),  # input + output check time, summed
+    Column("total_ms", Float, nullable=False),
+)
+rollup_categories = Table(
+    "rollup_categories",
+    metadata,
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("tenant", String(128), primary_key=True),
+    Column("direction", String(8), primary_key=True),
+    Column("category", String(128), primary_key=True),
+    Column("blocks", ID, nullable=False),
 )

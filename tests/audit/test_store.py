@@ -80,7 +80,7 @@ async def test_schema_is_at_alembic_head_in_wal_mode_with_the_reviewers_indexes(
     await migrate(sink.engine)  # a second run is a no-op
     async with sink.engine.connect() as connection:
         version = await connection.execute(text("SELECT version_num FROM alembic_version"))
-        assert version.scalar_one() == "0004"
+        assert version.scalar_one() == "0005"
         mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
         indexes = await connection.run_sync(
             lambda sync: {i["name"] for i in inspect(sync).get_indexes("decisions")}
@@ -270,3 +270,19 @@ async def test_a_record_that_makes_no_row_is_dropped_alone_and_later_ones_are_st
     assert "req00002" in caplog.text
     assert "private words" not in caplog.text
     await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_the_migrations_build_exactly_the_tables_the_code_declares(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from guardproxy.audit.schema import metadata
+
+    sink = await open_sink(tmp_path)
+    async with sink.engine.connect() as connection:
+        differences = await connection.run_sync(
+            lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+        )
+    assert differences == []
+    await sink.aclose()

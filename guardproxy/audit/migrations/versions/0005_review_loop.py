@@ -1,0 +1,85 @@
+"""the review loop: reviewers' labels, the access log, hourly rollups, named sessions
+
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
+WHEN = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "decision_labels",
+        sa.Column("id", ID, primary_key=True, autoincrement=True),
+        sa.Column(
+            "request_id",
+            sa.String(64),
+            sa.ForeignKey("decisions.request_id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("time", WHEN, nullable=False),
+        sa.Column("reviewer", sa.String(128), nullable=False),
+        sa.Column("label", sa.String(32), nullable=False),
+        sa.Column("note", sa.Text),
+        sa.Column("categories", DOCUMENT),
+    )
+    op.create_index("ix_decision_labels_request", "decision_labels", ["request_id", "time"])
+    op.create_index("ix_decision_labels_label_time", "decision_labels", ["label", "time"])
+    op.create_table(
+        "access_log",
+        sa.Column("id", ID, primary_key=True, autoincrement=True),
+        sa.Column("time", WHEN, nullable=False),
+        sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("event", sa.String(32), nullable=False),
+        sa.Column("request_id", sa.String(64)),
+        sa.Column("address", sa.String(64)),
+        sa.Column("detail", DOCUMENT),
+    )
+    op.create_index("ix_access_log_time", "access_log", ["time"])
+    op.create_index("ix_access_log_actor_time", "access_log", ["actor", "time"])
+    op.create_table(
+        "rollup_hourly",
+        sa.Column("hour", WHEN, primary_key=True),
+        sa.Column("tenant", sa.String(128), primary_key=True),  # "" when none
+        sa.Column("action", sa.String(16), primary_key=True),
+        sa.Column("requests", ID, nullable=False),
+        sa.Column("guard_ms", sa.Float, nullable=False),  # input + output check time, summed
+        sa.Column("total_ms", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "rollup_categories",
+        sa.Column("hour", WHEN, primary_key=True),
+        sa.Column("tenant", sa.String(128), primary_key=True),
+        sa.Column("direction", sa.String(8), primary_key=True),
+        sa.Column("category", sa.String(128), primary_key=True),
+        sa.Column("blocks", ID, nullable=False),
+    )
+    with op.batch_alter_table("admin_sessions") as batch:
+        batch.add_column(sa.Column("user", sa.String(128)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("admin_sessions") as batch:
+        batch.drop_column("user")
+    op.drop_table("rollup_categories")
+    op.drop_table("rollup_hourly")
+    op.drop_index("ix_access_log_actor_time", "access_log")
+    op.drop_index("ix_access_log_time", "access_log")
+    op.drop_table("access_log")
+    op.drop_index("ix_decision_labels_label_time", "decision_labels")
+    op.drop_index("ix_decision_labels_request", "decision_labels")
+    op.drop_table("decision_labels")
