@@ -75,6 +75,7 @@ EXTRAS = {
     "redis": ("redis",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
     "litellm": ("litellm",),
+    "oidc": ("authlib", "joserfc"),
 }
 
 
@@ -277,12 +278,48 @@ def checked_keys(keys: tuple[str, ...], what: str) -> tuple[str, ...]:
     return keys
 
 
+Role = Literal["viewer", "reviewer", "admin"]
+DEFAULT_OIDC_ROLES: dict[str, Role] = {"viewer": "viewer", "reviewer": "reviewer", "admin": "admin"}
+
+
+class AdminUser(Frozen):
+    """A named reviewer: `viewer` reads decisions and counts, `reviewer` also their content
+    and labels them, `admin` everything. `tenants` narrows what they see (all when absent)."""
+
+    name: str = Field(min_length=1, max_length=128)
+    key: str
+    role: Role
+    tenants: tuple[str, ...] | None = Field(default=None, min_length=1)
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_strong(cls, key: str) -> str:
+        return checked_keys((key,), "an admin user's key")[0]
+
+
+class OidcSettings(Frozen):
+    """Sign-in through an OpenID Connect provider (admin/oidc.py). The roles claim (a string
+    or a list) is mapped onto the roles by `roles`: claim value -> role; the highest wins."""
+
+    issuer: str = Field(pattern=r"^https?://")
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    roles_claim: str = "roles"
+    roles: dict[str, Role] = Field(default_factory=lambda: dict(DEFAULT_OIDC_ROLES))
+    tenants_claim: str | None = None  # absent: every tenant
+    name_claim: str = "email"  # then `preferred_username`, then `sub`
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+
+
 class AdminSettings(Frozen):
-    """The reviewer page at `/admin`: off until a key is set. Keys are literal, `${ENV}` or
-    `sha256:<hex>`, and none may also be a tenant key; `port` serves it on a port of its own
-    (then not on the main one)."""
+    """The reviewer page at `/admin`: off until a key, a user or OIDC is set. Keys are
+    literal, `${ENV}` or `sha256:<hex>`, and none may also be a tenant key; `keys` are admins
+    named `admin` (one key) or `admin-1`, `admin-2`… (several). `port` serves it on a port of
+    its own (then not on the main one)."""
 
     keys: tuple[str, ...] = ()
+    users: tuple[AdminUser, ...] = ()
+    oidc: OidcSettings | None = None
     port: int | None = Field(default=None, ge=1, le=65535)
     host: str = "127.0.0.1"
     session_hours: float = Field(default=8.0, gt=0)
@@ -296,6 +333,33 @@ class AdminSettings(Frozen):
     @classmethod
     def _keys_not_empty(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         return checked_keys(keys, "an admin key")
+
+    @model_validator(mode="after")
+    def _one_name_one_key(self) -> AdminSettings:
+        names = [user.name for user in self.named_users()]
+        if len(set(names)) < len(names):
+            raise ValueError("admin.users: each name once (the `admin` names go to admin.keys)")
+        keys = [user.key for user in self.named_users()]
+        if len(set(keys)) < len(keys):
+            raise ValueError("admin.users: each user needs a key of their own")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys or self.users or self.oidc)
+
+    def named_users(self) -> tuple[AdminUser, ...]:
+        """`users`, and each of `keys` as an admin (`admin`, or `admin-N` from 1 when several)."""
+        names = (
+            ["admin"] if len(self.keys) == 1 else [f"admin-{n + 1}" for n in range(len(self.keys))]
+        )
+        keyed = (
+            AdminUser(name=n, key=k, role="admin") for n, k in zip(names, self.keys, strict=True)
+        )
+        return (*keyed, *self.users)
+
+    def all_keys(self) -> tuple[str, ...]:
+        return tuple(user.key for user in self.named_users())
 
 
 class ShadowSettings(Frozen):
@@ -365,6 +429,7 @@ def missing_extras(settings: Settings) -> list[str]:
     wanted = [
         ("audit.database", (settings.audit.database or "").startswith("postgresql"), "postgres"),
         ("cache.redis", settings.cache.redis is not None, "redis"),
+        ("admin.oidc", settings.admin.oidc is not None, "oidc"),
         ("tracing", settings.tracing.active, "otel"),
         (
             "upstreams",

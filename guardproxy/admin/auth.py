@@ -1,6 +1,7 @@
-"""Who may open the reviewer page: an admin key (never a tenant key), sent as a Bearer token
-by scripts, or once through the login form by a browser, which then holds a session that the
-server keeps (sessions.py). Failed logins are limited per client address.
+"""Who may open the reviewer page: a named reviewer's key (never a tenant key), sent as a
+Bearer token by scripts, or once through the login form (or an OpenID Connect sign-in, oidc.py)
+by a browser, which then holds a session that the server keeps (sessions.py). Failed logins
+are limited per client address.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
+from guardproxy.admin.reviewers import Directory, Reviewer
 from guardproxy.admin.sessions import Session, SessionStore, new_token, token_sha256
-from guardproxy.errors import ConfigError
-from guardproxy.policy.model import PolicySet, key_digest
+from guardproxy.config import OidcSettings
 
 COOKIE = "guardproxy_admin"
 # Failed logins one client address may make in a window; past it, 429 until the window moves.
@@ -25,64 +26,61 @@ FAILED_LOGIN_WINDOW_S = 300.0
 MAX_TRACKED_ADDRESSES = 10_000
 
 
-@dataclass(frozen=True)
-class AdminKeys:
-    digests: tuple[bytes, ...]
-    session_s: float
-
-    @classmethod
-    def of(cls, keys: tuple[str, ...], session_hours: float, tenants: PolicySet) -> AdminKeys:
-        digests = tuple(key_digest(key) for key in keys)
-        if shares_a_key(digests, tenants):
-            raise ConfigError("an admin key is also a tenant key; give the reviewer page its own")
-        return cls(digests, session_hours * 3600)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.digests)
-
-    def accepts(self, key: str) -> bytes | None:
-        """The digest of `key` if it is an admin key (compared in constant time)."""
-        offered = hashlib.sha256(key.encode("utf-8", "replace")).digest()
-        found = [d for d in self.digests if hmac.compare_digest(d, offered)]
-        return found[0] if found else None
-
-    def bearer(self, request: Request) -> bool:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and self.accepts(token.strip()) is not None
+def bearer(request: Request, directory: Directory) -> Reviewer | None:
+    """The reviewer whose key the request carries as `Authorization: Bearer <key>`."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    found = directory.by_key(token.strip()) if scheme.lower() == "bearer" else None
+    return found.reviewer if found else None
 
 
-def shares_a_key(digests: tuple[bytes, ...], tenants: PolicySet) -> bool:
-    return any(digest in tenants.by_key for digest in digests)
+def provider_sha256(oidc: OidcSettings | None) -> str | None:
+    """What an OpenID Connect session records in place of a key: changing the provider (or
+    turning it off) ends those sessions, as removing a key ends its own."""
+    if oidc is None:
+        return None
+    return hashlib.sha256(f"oidc {oidc.issuer} {oidc.client_id}".encode()).hexdigest()
 
 
 @dataclass
 class AdminAccess:
-    """Admin keys and browser sessions. `store` gives the audit database's session store
+    """Reviewers' keys and browser sessions. `store` gives the audit database's session store
     once the lifespan has opened it, else the process's own."""
 
-    keys: AdminKeys
+    directory: Directory
     store: Callable[[], SessionStore]
+    provider: str | None = None  # provider_sha256 of the configured OIDC provider
 
-    async def open(self, digest: bytes, now: float | None = None) -> str:
-        """A new session for the admin key with `digest`: the token for the cookie."""
+    async def open(self, reviewer: Reviewer, key_sha256: str, now: float | None = None) -> str:
+        """A new session for `reviewer`, signed in with the key (or provider) `key_sha256`:
+        the token for the cookie."""
         token = new_token()
-        expires = (now or time.time()) + self.keys.session_s
-        await self.store().put(token_sha256(token), Session(digest.hex(), expires))
+        expires = (now or time.time()) + self.directory.session_s
+        await self.store().put(token_sha256(token), Session(key_sha256, expires, reviewer))
         return token
 
-    async def admits(self, request: Request, now: float | None = None) -> bool:
+    async def admits(self, request: Request, now: float | None = None) -> Reviewer | None:
+        """Who the request comes from, or None when it is no reviewer (or their session has
+        ended, or their user was removed or changed since)."""
         if "authorization" in request.headers:
-            return self.keys.bearer(request)
+            return bearer(request, self.directory)
         token = request.cookies.get(COOKIE, "")
-        if not token:
-            return False
-        session = await self.store().get(token_sha256(token))
+        session = await self.store().get(token_sha256(token)) if token else None
         now = now or time.time()
+        if session is None or not now < session.expires <= now + self.directory.session_s:
+            return None
+        return session.reviewer if self._current(session) else None
+
+    def _current(self, session: Session) -> bool:
+        who = session.reviewer
+        if who is None:
+            return False
+        if self.provider is not None and hmac.compare_digest(session.key_sha256, self.provider):
+            return True
+        entry = self.directory.by_name(who.name)
         return (
-            session is not None
-            and now < session.expires <= now + self.keys.session_s
-            and bytes.fromhex(session.key_sha256) in self.keys.digests  # a removed key: void
+            entry is not None
+            and hmac.compare_digest(entry.digest.hex(), session.key_sha256)
+            and entry.reviewer == who
         )
 
     async def close(self, request: Request) -> None:

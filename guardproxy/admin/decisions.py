@@ -15,7 +15,9 @@ from starlette.responses import JSONResponse, Response
 
 from guardproxy.admin.chart import block_chart
 from guardproxy.admin.pages import Pages
+from guardproxy.admin.reviewers import Reviewer, reviewer_of
 from guardproxy.api.wire import WIRE_APIS
+from guardproxy.audit import access
 from guardproxy.audit.query import (
     DecisionFilter,
     blocks_per_category,
@@ -37,7 +39,7 @@ class DecisionPages:
     async def listing(self, request: Request) -> Response:
         if (store := self.store()) is None:
             return self.pages.render(request, "no_store.html", 503)
-        where, page = _filter(request), _page_number(request)
+        where, page = _filter(request), page_number(request)
         found = await list_decisions(store, where, page)
         start = _hour(datetime.now(UTC)) - timedelta(hours=CHART_HOURS - 1)
         series = await blocks_per_category(store, where, start, timedelta(hours=1), CHART_HOURS)
@@ -48,7 +50,7 @@ class DecisionPages:
             where=where,
             params=params,
             page=found,
-            choices=await facets(store),
+            choices=_seen_facets(await facets(store), reviewer_of(request)),
             actions=ACTIONS,
             apis=APIS,
             chart=block_chart(series),
@@ -66,7 +68,7 @@ class DecisionPages:
     async def api_listing(self, request: Request) -> Response:
         if (store := self.store()) is None:
             return JSONResponse({"error": {"message": "No audit database is configured."}}, 503)
-        found = await list_decisions(store, _filter(request), _page_number(request))
+        found = await list_decisions(store, _filter(request), page_number(request))
         rows = [{**r, "time": r["time"].isoformat()} for r in found.rows]
         return JSONResponse({"data": rows, "page": found.number, "total": found.total})
 
@@ -77,9 +79,17 @@ class DecisionPages:
         return JSONResponse({**row["record"], "content": row["content"], "shadow": row["shadow"]})
 
     async def _row(self, request: Request) -> dict[str, Any] | None:
+        """The decision as the reviewer may read it; one of a tenant they may not see is
+        missing to them. Reading its content is recorded in the access log."""
         if (store := self.store()) is None:
             return None
-        return await get_decision(store, request.path_params["request_id"])
+        row = await get_decision(store, request.path_params["request_id"])
+        reviewer = reviewer_of(request)
+        if row is None or not reviewer.sees(row["tenant"]):
+            return None
+        if reviewer.may("reviewer"):
+            await access.record(request, "content_view", row["request_id"])
+        return reviewer.shown(row)
 
 
 def _filter(request: Request) -> DecisionFilter:
@@ -91,7 +101,13 @@ def _filter(request: Request) -> DecisionFilter:
         api=query.get("api") or None,
         since=_time(query.get("since")),
         until=_time(query.get("until")),
+        scope=reviewer_of(request).scope,
     )
+
+
+def _seen_facets(found: dict[str, list[str]], reviewer: Reviewer) -> dict[str, list[str]]:
+    """The filter form's choices, naming no tenant the reviewer may not see."""
+    return {**found, "tenant": [t for t in found["tenant"] if reviewer.sees(t)]}
 
 
 def _time(value: str | None) -> datetime | None:
@@ -105,7 +121,7 @@ def _time(value: str | None) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _page_number(request: Request) -> int:
+def page_number(request: Request) -> int:
     """`?page=N`, 1 to `MAX_PAGE`; anything else is the client's mistake, a 400."""
     value = request.query_params.get("page", "1") or "1"
     if not (value.isascii() and value.isdigit() and len(value) <= 6 and 0 < int(value) <= MAX_PAGE):

@@ -2,7 +2,10 @@
 trace, each tenant's policy as the guard receives it, and a playground that runs a check.
 
 Server-rendered with Jinja2 (templates/), a few lines of plain JS, no build step. Every page
-and `/admin/api/*` route needs an admin key (auth.py).
+and `/admin/api/*` route names the least role it needs (reviewers.py); the admission wrapper
+finds the reviewer (a key, or a session opened by a key or an OpenID Connect sign-in: auth.py,
+oidc.py), refuses who lacks the role, and sets `request.state.reviewer` and
+`request.state.access_log` for the route (audit/access.py records through them).
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlencode
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.templating import Jinja2Templates
 
-from guardproxy.admin.auth import COOKIE, AdminAccess, AdminKeys, LoginThrottle
+from guardproxy.admin.access_pages import AccessPages
+from guardproxy.admin.auth import COOKIE, AdminAccess, LoginThrottle, provider_sha256
 from guardproxy.admin.decisions import DecisionPages
+from guardproxy.admin.oidc import PENDING_COOKIE, PENDING_S, OidcSignIn, Pending, SignInRefused
 from guardproxy.admin.pages import HEADERS, Pages
 from guardproxy.admin.playground import PlaygroundCase, run_playground
+from guardproxy.admin.reviewers import Directory, Reviewer
 from guardproxy.admin.sessions import DatabaseSessions, MemorySessions, SessionStore
+from guardproxy.audit.access import AccessLog
+from guardproxy.config import AdminSettings, Role
 from guardproxy.core.verdict import Direction
 from guardproxy.errors import AuthenticationError
 from guardproxy.policy.view import show_guard_request
@@ -40,12 +49,23 @@ class AdminSite:
     """The pages, reading the app's live, typed state: `state()` gives the `AppState` whose
     `runtime` and `audit_store` the lifespan sets (and a policy reload replaces)."""
 
-    def __init__(self, state: Callable[[], AppState], keys: AdminKeys) -> None:
-        self.state, self.keys = state, keys
+    def __init__(
+        self,
+        state: Callable[[], AppState],
+        directory: Directory,
+        settings: AdminSettings,
+        oidc_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.state, self.directory, self.settings = state, directory, settings
         self.pages = Pages(Jinja2Templates(directory=TEMPLATES))
         self.decisions = DecisionPages(lambda: self.store, self.pages)
-        self.access = AdminAccess(keys, self._sessions)
+        self.access = AdminAccess(directory, self._sessions, provider_sha256(settings.oidc))
+        self.access_log = AccessLog(lambda: self.store)
+        self.access_pages = AccessPages(self.access_log, self.pages)
         self.throttle = LoginThrottle()
+        self.oidc = None
+        if settings.oidc is not None:
+            self.oidc = OidcSignIn(settings.oidc, oidc_transport)
         self._memory = MemorySessions()
         self._database: DatabaseSessions | None = None
 
@@ -67,18 +87,21 @@ class AdminSite:
         return None if sink is None else sink.engine
 
     def routes(self) -> list[BaseRoute]:
-        guarded = {
-            "/admin/": self.decisions.listing,
-            "/admin/decisions/{request_id}": self.decisions.one,
-            "/admin/policies": self.policies,
-            "/admin/api/decisions": self.decisions.api_listing,
-            "/admin/api/decisions/{request_id}": self.decisions.api_one,
+        # Each route and the least role it needs.
+        guarded: dict[str, tuple[Role, Endpoint]] = {
+            "/admin/": ("viewer", self.decisions.listing),
+            "/admin/decisions/{request_id}": ("viewer", self.decisions.one),
+            "/admin/policies": ("admin", self.policies),
+            "/admin/access": ("admin", self.access_pages.listing),
+            "/admin/api/decisions": ("viewer", self.decisions.api_listing),
+            "/admin/api/decisions/{request_id}": ("viewer", self.decisions.api_one),
+            "/admin/api/access": ("admin", self.access_pages.api_listing),
         }
         routes: list[BaseRoute] = [
-            Route(path, _headed(self._admitted(endpoint)), methods=["GET"])
-            for path, endpoint in guarded.items()
+            Route(path, _headed(self._admitted(endpoint, role)), methods=["GET"])
+            for path, (role, endpoint) in guarded.items()
         ]
-        playground = _headed(self._admitted(self.playground))
+        playground = _headed(self._admitted(self.playground, "admin"))
         return [
             *routes,
             Route("/admin/playground", playground, methods=["GET", "POST"]),
@@ -86,27 +109,42 @@ class AdminSite:
             Route("/admin/login", _headed(self.login_form), methods=["GET"]),
             Route("/admin/login", _headed(self.login), methods=["POST"]),
             Route("/admin/logout", _headed(self.logout), methods=["POST"]),
+            Route("/admin/oidc/start", _headed(self.oidc_start), methods=["GET"]),
+            Route("/admin/oidc/callback", _headed(self.oidc_callback), methods=["GET"]),
         ]
 
     # -- access -----------------------------------------------------------------------------
 
-    def _admitted(self, endpoint: Endpoint) -> Endpoint:
+    def _admitted(self, endpoint: Endpoint, role: Role) -> Endpoint:
         async def admitted(request: Request) -> Response:
-            if await self.access.admits(request):
-                return await endpoint(request)
-            if request.url.path.startswith("/admin/api/") or "authorization" in request.headers:
-                body = {"error": {"message": self._refusal(request), "type": "unauthorized"}}
-                return JSONResponse(body, 401, headers={"www-authenticate": "Bearer"})
-            target = urlencode({"next": request.url.path})
-            return RedirectResponse(f"/admin/login?{target}", 303)
+            reviewer = await self.access.admits(request)
+            if reviewer is None:
+                return self._unknown(request)
+            if not reviewer.may(role):
+                return self._forbidden(request, role)
+            request.state.reviewer, request.state.access_log = reviewer, self.access_log
+            return await endpoint(request)
 
         return admitted
+
+    def _unknown(self, request: Request) -> Response:
+        if _wants_json(request):
+            body = {"error": {"message": self._refusal(request), "type": "unauthorized"}}
+            return JSONResponse(body, 401, headers={"www-authenticate": "Bearer"})
+        target = urlencode({"next": request.url.path})
+        return RedirectResponse(f"/admin/login?{target}", 303)
+
+    def _forbidden(self, request: Request, role: Role) -> Response:
+        message = f"This needs the {role} role."
+        if _wants_json(request):
+            return JSONResponse({"error": {"message": message, "type": "forbidden"}}, 403)
+        return self.pages.render(request, "forbidden.html", 403, message=message)
 
     def _refusal(self, request: Request) -> str:
         _, _, token = request.headers.get("authorization", "").partition(" ")
         if self._is_tenant_key(token.strip()):
-            return "A tenant key does not open the reviewer page; use an admin key."
-        return "An admin key is needed (Authorization: Bearer <admin key>)."
+            return "A tenant key does not open the reviewer page; use a reviewer's key."
+        return "A reviewer's key is needed (Authorization: Bearer <key>)."
 
     def _is_tenant_key(self, key: str) -> bool:
         try:
@@ -119,35 +157,56 @@ class AdminSite:
         return RedirectResponse("/admin/", 307)
 
     async def login_form(self, request: Request) -> Response:
+        return self._login_page(request, 200, _local(request.query_params.get("next")))
+
+    def _login_page(self, request: Request, status: int, target: str, error: str = "") -> Response:
         return self.pages.render(
-            request, "login.html", next=_local(request.query_params.get("next"))
-        )
+            request, "login.html", status, next=target, error=error,
+            keys=bool(self.directory.keyed), oidc=self.oidc is not None,
+        )  # fmt: skip
 
     async def login(self, request: Request) -> Response:
         form = await _form(request)
         key, target = form.get("key", ""), _local(form.get("next"))
         address = self._client(request)
-        wait = self.throttle.retry_after(address)
-        if wait is not None:
-            error = f"Too many failed logins; try again in {wait} s."
-            response = self.pages.render(request, "login.html", 429, next=target, error=error)
-            response.headers["retry-after"] = str(wait)
-            return response
-        digest = self.keys.accepts(key) if key else None
-        if digest is None:
-            self.throttle.failed(address)
+        if (refused := self._throttled(request, address, target)) is not None:
+            return refused
+        found = self.directory.by_key(key) if key else None
+        if found is None:
+            await self._failed(address, {"method": "key"})
             error = (
-                "A tenant key does not open the reviewer page; use an admin key."
+                "A tenant key does not open the reviewer page; use a reviewer's key."
                 if self._is_tenant_key(key)
-                else "That is not an admin key."
+                else "That is not a reviewer's key."
             )
-            return self.pages.render(request, "login.html", 401, next=target, error=error)
+            return self._login_page(request, 401, target, error)
+        return await self._signed_in(request, found.reviewer, found.digest.hex(), target, "key")
+
+    def _throttled(self, request: Request, address: str, target: str) -> Response | None:
+        wait = self.throttle.retry_after(address)
+        if wait is None:
+            return None
+        error = f"Too many failed logins; try again in {wait} s."
+        response = self._login_page(request, 429, target, error)
+        response.headers["retry-after"] = str(wait)
+        return response
+
+    async def _failed(self, address: str, detail: dict[str, str]) -> None:
+        self.throttle.failed(address)
+        await self.access_log.write("-", "sign_in_failed", None, address, detail)
+
+    async def _signed_in(
+        self, request: Request, reviewer: Reviewer, key_sha256: str, target: str, method: str
+    ) -> Response:
+        address = self._client(request)
         self.throttle.succeeded(address)
+        detail = {"method": method, "role": reviewer.role}
+        await self.access_log.write(reviewer.name, "sign_in", None, address, detail)
         response = RedirectResponse(target, 303)
         response.set_cookie(
             COOKIE,
-            await self.access.open(digest),
-            max_age=int(self.keys.session_s),
+            await self.access.open(reviewer, key_sha256),
+            max_age=int(self.directory.session_s),
             path="/admin",
             httponly=True,
             samesite="strict",
@@ -161,11 +220,52 @@ class AdminSite:
         response.delete_cookie(COOKIE, path="/admin", secure=self._is_https(request))
         return response
 
+    # -- OpenID Connect ---------------------------------------------------------------------
+
+    async def oidc_start(self, request: Request) -> Response:
+        if self.oidc is None:
+            return self._login_page(request, 404, "/admin/", "OpenID Connect is not configured.")
+        target = _local(request.query_params.get("next"))
+        try:
+            url, pending = await self.oidc.begin(self._callback_url(request), target)
+        except SignInRefused as exc:
+            return self._login_page(request, 502, target, str(exc))
+        response = RedirectResponse(url, 303)
+        # Lax, not strict: the provider sends the browser back with a cross-site navigation.
+        response.set_cookie(
+            PENDING_COOKIE, pending.cookie(), max_age=PENDING_S, path="/admin/oidc",
+            httponly=True, samesite="lax", secure=self._is_https(request),
+        )  # fmt: skip
+        return response
+
+    async def oidc_callback(self, request: Request) -> Response:
+        pending = Pending.of(request.cookies.get(PENDING_COOKIE, ""))
+        address = self._client(request)
+        target = pending.next if pending else "/admin/"
+        if self.oidc is None or pending is None:
+            return self._login_page(request, 400, target, "Start the sign-in again.")
+        if (refused := self._throttled(request, address, target)) is not None:
+            return refused
+        try:
+            query = dict(request.query_params)
+            reviewer = await self.oidc.finish(query, pending, self._callback_url(request))
+        except SignInRefused as exc:
+            await self._failed(address, {"method": "oidc", "reason": str(exc)})
+            return self._login_page(request, 401, target, f"Sign-in refused: {exc}.")
+        provider = self.access.provider or ""
+        response = await self._signed_in(request, reviewer, provider, _local(target), "oidc")
+        response.delete_cookie(PENDING_COOKIE, path="/admin/oidc")
+        return response
+
+    def _callback_url(self, request: Request) -> str:
+        base = self.settings.public_url or str(request.base_url)
+        return base.rstrip("/") + "/admin/oidc/callback"
+
     def _is_https(self, request: Request) -> bool:
         """As the browser sees the page: the configured public URL's scheme, else the
         request's (which uvicorn takes from `X-Forwarded-Proto` for the proxies it trusts:
         `FORWARDED_ALLOW_IPS`, 127.0.0.1 by default)."""
-        public_url = self.runtime().settings.admin.public_url
+        public_url = self.settings.public_url
         if public_url:
             return public_url.startswith("https://")
         return request.url.scheme == "https"
@@ -218,6 +318,10 @@ def _headed(endpoint: Endpoint) -> Endpoint:
         return response
 
     return headed
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith("/admin/api/") or "authorization" in request.headers
 
 
 def _local(target: str | None) -> str:

@@ -29,11 +29,15 @@ class DecisionFilter:
     category: str | None = None
     guard: str | None = None
     api: str | None = None
+    # The tenants the reviewer may see (admin/reviewers.py), whatever else is asked: None is all.
+    scope: tuple[str, ...] | None = None
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         for column in ("tenant", "action", "guard", "api"):
             if value := getattr(self, column):
                 query = query.where(decisions.c[column] == value)
+        if self.scope is not None:
+            query = query.where(decisions.c.tenant.in_(self.scope))
         if self.since is not None:
             query = query.where(decisions.c.time >= self.since)
         if self.until is not None:
@@ -51,7 +55,7 @@ class DecisionFilter:
 
     def params(self) -> dict[str, str]:
         """The filter as query-string parameters (for paging links)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scope"}
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items() if v}
 
 

@@ -74,7 +74,8 @@ decision_categories = Table(
 )
 
 # The reviewer page's sessions (admin/sessions.py): the SHA-256 of each browser's random token,
-# the admin key it was opened with (by its SHA-256), and the expiry the server chose.
+# the key it was opened with (by its SHA-256; for OIDC, of the provider), the expiry the server
+# chose, and who signed in.
 admin_sessions = Table(
     "admin_sessions",
     metadata,
@@ -82,6 +83,8 @@ admin_sessions = Table(
     Column("key_sha256", String(64), nullable=False),
     Column("expires", Float, nullable=False),  # Unix time
     Column("user", String(128)),  # the named reviewer (admin.users), revision 0005
+    Column("role", String(16)),  # their role and tenants as they signed in, revision 0005
+    Column("tenants", DOCUMENT),
     Index("ix_admin_sessions_expires", "expires"),
 )
 

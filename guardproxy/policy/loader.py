@@ -190,7 +190,7 @@ def _cross_check(
     problems: list[ConfigError] = []
     names: set[str] = set()
     digests: dict[bytes, str] = {}
-    admin = {key_digest(key) for key in settings.admin.keys}
+    admin = {key_digest(key) for key in settings.admin.all_keys()}
     packs = {pack.region: pack for pack in regions}
     for policy, doc in tenants:
         problems += _check_references(settings, policy, doc, packs)

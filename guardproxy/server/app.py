@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route as HttpRoute
 
-from guardproxy.admin.auth import AdminKeys
+from guardproxy.admin.reviewers import Directory
 from guardproxy.admin.server import side_server
 from guardproxy.admin.site import AdminSite
 from guardproxy.api.wire import WIRE_APIS
@@ -158,10 +158,9 @@ def create_app(
 def _admin_site(
     settings: Settings, policies: PolicySet, state: Callable[[], AppState]
 ) -> AdminSite | None:
-    if not settings.admin.keys:
+    if not settings.admin.enabled:
         return None
-    keys = AdminKeys.of(settings.admin.keys, settings.admin.session_hours, policies)
-    return AdminSite(state, keys)
+    return AdminSite(state, Directory.of(settings.admin, policies), settings.admin)
 
 
 def _runtime(

@@ -11,11 +11,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from guardproxy.admin.auth import AdminKeys
+from guardproxy.admin.auth import bearer
+from guardproxy.admin.reviewers import Directory
 from guardproxy.api.openai_errors import error_body
 from guardproxy.guards.client import HttpGuard
 from guardproxy.health import probe_all
-from guardproxy.policy.model import key_digest
 from guardproxy.server.runtime import AppState, Runtime, app_state
 
 logger = logging.getLogger(__name__)
@@ -92,10 +92,9 @@ async def _readiness(state: AppState, runtime: Runtime) -> dict[str, Any]:
 
 
 def _admin_reads(request: Request, runtime: Runtime) -> bool:
-    """An admin key as a Bearer token (the reviewer page's cookie is scoped to /admin)."""
-    admin = runtime.settings.admin
-    keys = AdminKeys(tuple(key_digest(key) for key in admin.keys), admin.session_hours * 3600)
-    return keys.enabled and keys.bearer(request)
+    """An admin's key as a Bearer token (the reviewer page's cookie is scoped to /admin)."""
+    reviewer = bearer(request, Directory.named(runtime.settings.admin))
+    return reviewer is not None and reviewer.may("admin")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

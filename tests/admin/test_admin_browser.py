@@ -55,8 +55,8 @@ def screenshot(page: Page, name: str) -> None:
 
 def sign_in(page: Page, base_url: str, key: str = ADMIN_KEY) -> None:
     page.goto(f"{base_url}/admin/")  # sent to the login form
-    page.get_by_label("Admin key").fill(key)
-    page.get_by_label("Admin key").press("Enter")
+    page.get_by_label("Reviewer key").fill(key)
+    page.get_by_label("Reviewer key").press("Enter")
 
 
 def test_filtering_to_one_tenants_blocks_and_opening_its_reasoning(
@@ -110,4 +110,4 @@ def test_a_tenant_key_is_refused_at_the_login_form(page: Page, reviewed: Reviewe
     sign_in(page, reviewed.proxy.url, key=TENANT_KEY)
     expect(page.get_by_role("alert")).to_contain_text("A tenant key does not open")
     page.goto(f"{reviewed.proxy.url}/admin/")
-    expect(page.get_by_label("Admin key")).to_be_visible()  # still signed out
+    expect(page.get_by_label("Reviewer key")).to_be_visible()  # still signed out

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from starlette.requests import Request
 
-from guardproxy.admin.auth import COOKIE, MAX_FAILED_LOGINS, AdminAccess, AdminKeys
+from guardproxy.admin.auth import COOKIE, MAX_FAILED_LOGINS, AdminAccess
+from guardproxy.admin.reviewers import Directory, Keyed, Reviewer
 from guardproxy.admin.sessions import MemorySessions
 from guardproxy.config import load_settings
 from guardproxy.policy.loader import load_policies
@@ -66,16 +67,17 @@ def test_logging_out_ends_the_session_on_the_server(url: str) -> None:
 
 @pytest.mark.anyio
 async def test_the_server_chooses_when_a_session_ends() -> None:
+    admin = Reviewer("admin", "admin")
     digest = hashlib.sha256(ADMIN_KEY.encode()).digest()
     store = MemorySessions()
-    access = AdminAccess(AdminKeys((digest,), HOURS * 3600), lambda: store)
+    access = AdminAccess(Directory((Keyed(admin, digest),), HOURS * 3600), lambda: store)
     now = 1_000_000.0
-    token = await access.open(digest, now)
+    token = await access.open(admin, digest.hex(), now)
     request = browser(token)
-    assert await access.admits(request, now + HOURS * 3600 - 1)
-    assert not await access.admits(request, now + HOURS * 3600 + 1)
-    removed = AdminAccess(AdminKeys((b"\0" * 32,), HOURS * 3600), lambda: store)
-    assert not await removed.admits(request, now + 1)  # its admin key was removed
+    assert await access.admits(request, now + HOURS * 3600 - 1) == admin
+    assert await access.admits(request, now + HOURS * 3600 + 1) is None
+    removed = AdminAccess(Directory((), HOURS * 3600), lambda: store)
+    assert await removed.admits(request, now + 1) is None  # its admin key was removed
 
 
 def browser(token: str) -> Request:

@@ -70,10 +70,14 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("admin_sessions") as batch:
         batch.add_column(sa.Column("user", sa.String(128)))
+        batch.add_column(sa.Column("role", sa.String(16)))
+        batch.add_column(sa.Column("tenants", DOCUMENT))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("admin_sessions") as batch:
+        batch.drop_column("tenants")
+        batch.drop_column("role")
         batch.drop_column("user")
     op.drop_table("rollup_categories")
     op.drop_table("rollup_hourly")

@@ -1,0 +1,205 @@
+"""Sign-in to the reviewer page through an OpenID Connect provider (`admin.oidc`).
+
+The authorization code flow with PKCE (RFC 7636, S256), `state` and `nonce` (OpenID Connect
+Core 1.0 §3.1), through Authlib's OAuth 2.0 parts; the ID token is verified with joserfc (both the
+`oidc` extra, imported only when a sign-in runs):
+its signature against the provider's JWKS, then `iss`, `aud`, `exp` and `nonce`. The provider
+is found through its discovery document, whose `issuer` must be the configured one (OpenID
+Connect Discovery 1.0 §4.3). What the browser must bring back (`state`, `nonce`, the PKCE
+verifier) is kept in a short-lived cookie of its own, so the callback may reach any worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
+
+from guardproxy.admin.reviewers import RANKS, Reviewer
+from guardproxy.config import OidcSettings, Role
+from guardproxy.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySetSerialization
+
+PENDING_COOKIE = "guardproxy_oidc"
+PENDING_S = 600  # a sign-in not finished in ten minutes starts again
+TOKEN_BYTES = 43  # 43 to 128 characters for a PKCE verifier (RFC 7636 §4.1)
+CLOCK_LEEWAY_S = 60
+ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+TIMEOUT_S = 10.0
+
+
+class SignInRefused(AuthenticationError):
+    """The provider's answer did not prove who signed in, or gave them no role."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What the browser carries between the redirect to the provider and the callback."""
+
+    state: str
+    nonce: str
+    verifier: str
+    next: str
+
+    def cookie(self) -> str:
+        document = json.dumps([self.state, self.nonce, self.verifier, self.next])
+        return base64.urlsafe_b64encode(document.encode()).decode()
+
+    @classmethod
+    def of(cls, cookie: str) -> Pending | None:
+        try:
+            parts = json.loads(base64.urlsafe_b64decode(cookie.encode()))
+        except ValueError:
+            return None
+        if not (isinstance(parts, list) and len(parts) == 4):
+            return None
+        return cls(*(str(part) for part in parts))
+
+
+class OidcSignIn:
+    """One provider, reached through `transport` when one is given (else httpx's own); a
+    client is opened per sign-in, which is rare enough that no pool is worth keeping."""
+
+    def __init__(
+        self, settings: OidcSettings, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.settings, self.transport = settings, transport
+
+    def _client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=self.transport, timeout=TIMEOUT_S)
+
+    async def begin(self, redirect_uri: str, next_path: str) -> tuple[str, Pending]:
+        """Where to send the browser, and what it must bring back."""
+        from authlib.common.security import generate_token  # type: ignore[import-untyped]
+        from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
+            prepare_grant_uri,
+        )
+        from authlib.oauth2.rfc7636 import (  # type: ignore[import-untyped]
+            create_s256_code_challenge,
+        )
+
+        async with self._client() as client:
+            meta = await self._metadata(client)
+        pending = Pending(
+            generate_token(), generate_token(), generate_token(TOKEN_BYTES), next_path
+        )
+        url = prepare_grant_uri(
+            meta["authorization_endpoint"], self.settings.client_id, "code", redirect_uri,
+            " ".join(self.settings.scopes), pending.state, nonce=pending.nonce,
+            code_challenge=create_s256_code_challenge(pending.verifier),
+            code_challenge_method="S256",
+        )  # fmt: skip
+        return str(url), pending
+
+    async def finish(self, query: dict[str, str], pending: Pending, redirect_uri: str) -> Reviewer:
+        """The reviewer the provider vouches for, or SignInRefused."""
+        if "error" in query:
+            raise SignInRefused(f"the provider refused: {query['error']}")
+        if not query.get("code") or query.get("state") != pending.state:
+            raise SignInRefused("the sign-in does not match the one this browser started")
+        async with self._client() as client:
+            meta = await self._metadata(client)
+            id_token = await self._exchange(client, meta, query["code"], pending, redirect_uri)
+            claims = await self._verified(client, meta, id_token, pending.nonce)
+        return self._reviewer(claims)
+
+    async def _metadata(self, client: httpx.AsyncClient) -> dict[str, Any]:
+        url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        meta = await _get_json(client, url)
+        if meta.get("issuer") != self.settings.issuer:
+            raise SignInRefused("the provider's discovery document names another issuer")
+        return meta
+
+    async def _exchange(
+        self,
+        client: httpx.AsyncClient,
+        meta: dict[str, Any],
+        code: str,
+        pending: Pending,
+        redirect_uri: str,
+    ) -> str:
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": pending.verifier,
+        }
+        auth = (self.settings.client_id, self.settings.client_secret)  # client_secret_basic
+        try:
+            reply = await client.post(meta["token_endpoint"], data=form, auth=auth)
+            token = reply.raise_for_status().json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise SignInRefused("the provider did not exchange the code") from exc
+        if not isinstance(token, dict) or not isinstance(token.get("id_token"), str):
+            raise SignInRefused("the provider returned no ID token")
+        return str(token["id_token"])
+
+    async def _verified(
+        self, client: httpx.AsyncClient, meta: dict[str, Any], id_token: str, nonce: str
+    ) -> dict[str, Any]:
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
+        jwks = await _get_json(client, meta["jwks_uri"])
+        try:
+            keys = KeySet.import_key_set(cast(KeySetSerialization, jwks))
+        except (JoseError, ValueError, KeyError) as exc:
+            raise SignInRefused("the provider's JWKS holds no usable key") from exc
+        registry = jwt.JWTClaimsRegistry(
+            leeway=CLOCK_LEEWAY_S,
+            iss={"essential": True, "value": self.settings.issuer},
+            aud={"essential": True, "value": self.settings.client_id},
+            exp={"essential": True},
+            sub={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        )
+        try:
+            token = jwt.decode(id_token, keys, algorithms=ALGORITHMS)
+            registry.validate(token.claims)
+        except (JoseError, ValueError) as exc:
+            raise SignInRefused(f"the ID token is not valid: {exc}") from exc
+        return dict(token.claims)
+
+    def _reviewer(self, claims: dict[str, Any]) -> Reviewer:
+        role = self._role(claims.get(self.settings.roles_claim))
+        if role is None:
+            raise SignInRefused(f"the ID token's {self.settings.roles_claim!r} gives no role")
+        name = next(
+            str(claims[c])
+            for c in (self.settings.name_claim, "preferred_username", "sub")
+            if claims.get(c)
+        )
+        return Reviewer(name, role, self._tenants(claims))
+
+    def _role(self, value: Any) -> Role | None:
+        names = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        roles = [
+            self.settings.roles[n] for n in names if isinstance(n, str) and n in self.settings.roles
+        ]
+        return max(roles, key=RANKS.__getitem__, default=None)
+
+    def _tenants(self, claims: dict[str, Any]) -> tuple[str, ...] | None:
+        if self.settings.tenants_claim is None:
+            return None
+        value = claims.get(self.settings.tenants_claim)
+        tenants = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        if not tenants or not all(isinstance(t, str) for t in tenants):
+            # Configured to narrow and nothing to narrow to: never widen to every tenant.
+            raise SignInRefused(f"the ID token has no {self.settings.tenants_claim!r}")
+        return tuple(tenants)
+
+
+async def _get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any]:
+    try:
+        found = (await client.get(url)).raise_for_status().json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise SignInRefused(f"the provider could not be read at {url}") from exc
+    if not isinstance(found, dict):
+        raise SignInRefused(f"the provider's {url} is no JSON object")
+    return found
