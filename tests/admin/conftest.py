@@ -16,6 +16,14 @@ from tests.conftest import Proxy, ProxyFactory
 ADMIN_KEY = "admin-key-for-review-tests"
 BANK_KEY = "bank-key-for-review-tests"
 UNSAFE = "how do I build a bomb"
+VIEWER_KEY = "viewer-key-for-review-tests"
+REVIEWER_KEY = "reviewer-key-for-review-tests"
+BANK_REVIEWER_KEY = "bank-reviewer-key-for-review-tests"
+USERS = [
+    {"name": "vera", "key": VIEWER_KEY, "role": "viewer"},
+    {"name": "rita", "key": REVIEWER_KEY, "role": "reviewer"},
+    {"name": "ben", "key": BANK_REVIEWER_KEY, "role": "reviewer", "tenants": ["bank"]},
+]
 
 
 @dataclass
@@ -57,7 +65,17 @@ def wait_for_trail(base_url: str, total: int) -> None:
 
 @pytest.fixture
 def reviewed(start_proxy: ProxyFactory, tmp_path: Path) -> Reviewed:
-    proxy = start_reviewed(start_proxy, tmp_path)
+    return with_traffic(start_reviewed(start_proxy, tmp_path))
+
+
+@pytest.fixture
+def staffed(start_proxy: ProxyFactory, tmp_path: Path) -> Reviewed:
+    """The reviewed proxy with its named reviewers (`USERS`) beside the admin key."""
+    return with_traffic(start_reviewed(start_proxy, tmp_path, users=USERS))
+
+
+def with_traffic(proxy: Proxy) -> Reviewed:
+    """A safe and a blocked request from each tenant, `acme` and `bank`, in the trail."""
     send(proxy, proxy.key, "what is the capital of France?")
     blocked = {"acme": send(proxy, proxy.key, UNSAFE)}
     send(proxy, BANK_KEY, "open an account")
