@@ -148,7 +148,7 @@ class OidcSignIn:
 
         jwks = await _get_json(client, meta["jwks_uri"])
         try:
-            keys = KeySet.import_key_set(cast(KeySetSerialization, jwks))
+            keys = KeySet.import_key_set(cast("KeySetSerialization", jwks))
         except (JoseError, ValueError, KeyError) as exc:
             raise SignInRefused("the provider's JWKS holds no usable key") from exc
         registry = jwt.JWTClaimsRegistry(

@@ -19,7 +19,7 @@ UNSAFE = "how do I build a bomb"
 VIEWER_KEY = "viewer-key-for-review-tests"
 REVIEWER_KEY = "reviewer-key-for-review-tests"
 BANK_REVIEWER_KEY = "bank-reviewer-key-for-review-tests"
-USERS = [
+USERS: list[dict[str, Any]] = [
     {"name": "vera", "key": VIEWER_KEY, "role": "viewer"},
     {"name": "rita", "key": REVIEWER_KEY, "role": "reviewer"},
     {"name": "ben", "key": BANK_REVIEWER_KEY, "role": "reviewer", "tenants": ["bank"]},
