@@ -6,7 +6,8 @@ loop (aiosqlite's thread, asyncpg's protocol). A database that fails (full disk,
 or a queue past its bound never holds up a request: the record is logged, counted, and the
 request goes on; the JSON-lines trail still has it. A failed batch is retried row by row, so one
 bad record is dropped alone and the writer goes on with the next. `aclose()` writes everything
-queued.
+queued. The hourly rollups (rollups.py) are added to in the same transaction as the decisions,
+and pruned with them, so they always count exactly the rows the table holds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import Connection, delete, event, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from guardproxy.audit import rollups
 from guardproxy.audit.schema import decision_categories, decisions
 from guardproxy.audit.sinks import Dropped, QueueObserver, Unobserved
 from guardproxy.audit.storable import storable
@@ -151,16 +153,18 @@ class DatabaseSink:
         await self.engine.dispose()
 
     async def prune(self, now: datetime | None = None) -> int:
-        """Delete decisions older than `retention_days`; returns how many went."""
+        """Delete decisions older than `retention_days` (whole hours, as the rollups count
+        them) and their rollups; returns how many decisions went."""
         if self._retention is None:
             return 0
-        cutoff = (now or datetime.now(UTC)) - self._retention
+        cutoff = rollups.hour_of((now or datetime.now(UTC)) - self._retention)
         old = select(decisions.c.request_id).where(decisions.c.time < cutoff)
         async with self.engine.begin() as connection:
             await connection.execute(
                 delete(decision_categories).where(decision_categories.c.request_id.in_(old))
             )
             result = await connection.execute(delete(decisions).where(decisions.c.time < cutoff))
+            await rollups.prune(connection, cutoff)
         return result.rowcount
 
     async def _prune_every(self, interval_s: float) -> None:
@@ -212,6 +216,7 @@ class DatabaseSink:
                 await connection.execute(insert(decisions), rows)
             if categories:
                 await connection.execute(insert(decision_categories), categories)
+            await rollups.add(connection, rows, categories)
             for shadow in (r for r in records if r.get("kind") == "shadow"):
                 # Queued after its live record, so that row exists by now.
                 match = decisions.c.request_id == shadow["request_id"]

@@ -19,6 +19,24 @@ depends_on = None
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 DOCUMENT = sa.JSON().with_variant(JSONB(), "postgresql")
 WHEN = sa.DateTime(timezone=True)
+# The hour a decision's time falls in, as each dialect stores times: SQLite keeps the UTC wall
+# clock as text ("YYYY-MM-DD HH:MM:SS.ffffff", SQLAlchemy's format), PostgreSQL a timestamptz.
+HOUR_OF_TIME = {
+    "sqlite": "substr(d.time, 1, 13) || ':00:00.000000'",
+    "postgresql": "date_trunc('hour', d.time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+}
+BACKFILL_HOURLY = """
+INSERT INTO rollup_hourly (hour, tenant, action, requests, guard_ms, total_ms)
+SELECT {hour}, coalesce(d.tenant, ''), d.action, count(*),
+       sum(coalesce(d.input_ms, 0) + coalesce(d.output_ms, 0)), sum(coalesce(d.total_ms, 0))
+FROM decisions d GROUP BY 1, 2, 3
+"""
+BACKFILL_CATEGORIES = """
+INSERT INTO rollup_categories (hour, tenant, direction, category, blocks)
+SELECT {hour}, coalesce(d.tenant, ''), c.direction, c.category, count(*)
+FROM decisions d JOIN decision_categories c ON c.request_id = d.request_id
+WHERE d.action = 'block' GROUP BY 1, 2, 3, 4
+"""
 
 
 def upgrade() -> None:
@@ -72,6 +90,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("user", sa.String(128)))
         batch.add_column(sa.Column("role", sa.String(16)))
         batch.add_column(sa.Column("tenants", DOCUMENT))
+    _backfill_rollups()
+
+
+def _backfill_rollups() -> None:
+    """Count the decisions stored before this revision, as the writer counts new ones."""
+    hour = HOUR_OF_TIME[op.get_bind().dialect.name]
+    op.execute(BACKFILL_HOURLY.format(hour=hour))
+    op.execute(BACKFILL_CATEGORIES.format(hour=hour))
 
 
 def downgrade() -> None:
