@@ -109,12 +109,36 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--region", help="as a request with X-Guardproxy-Region would see it")
     show.add_argument("--direction", choices=["input", "output"], default="input")
     show.set_defaults(run=_policy_show)
+    _add_admin(commands)
     evaluate, replay = add_eval(commands), add_replay(commands)
     for command in (serve, check, classify, show, evaluate, replay):
         command.add_argument(
             "--config", type=Path, help="default: ./guardproxy.yaml, else built-in"
         )
     return parser
+
+
+def _add_admin(commands: Any) -> None:
+    admin = commands.add_parser("admin", help="the reviewer page")
+    actions = admin.add_subparsers(required=True, metavar="ACTION")
+    serve = actions.add_parser(
+        "serve", help="serve the reviewer page alone, over the shared audit database"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8081)
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    serve.add_argument("--config", type=Path, help="default: ./guardproxy.yaml, else built-in")
+    serve.set_defaults(run=_admin_serve)
+
+
+def _admin_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from guardproxy.admin.app import create_admin_app
+
+    app = create_admin_app(*_load(args.config))  # refuses here, before a port is opened
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
 
 
 def _load(config: Path | None) -> tuple[Settings, PolicySet]:

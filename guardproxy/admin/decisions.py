@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from guardproxy.admin.chart import block_chart
+from guardproxy.admin.chart import block_chart, traffic_chart
 from guardproxy.admin.pages import Pages
 from guardproxy.admin.reviewers import Reviewer, reviewer_of
 from guardproxy.api.wire import WIRE_APIS
@@ -24,6 +24,7 @@ from guardproxy.audit.query import (
     facets,
     get_decision,
     list_decisions,
+    traffic_per_tenant,
 )
 
 ACTIONS = ("allow", "flag", "block", "error")
@@ -43,6 +44,7 @@ class DecisionPages:
         found = await list_decisions(store, where, page)
         start = _hour(datetime.now(UTC)) - timedelta(hours=CHART_HOURS - 1)
         series = await blocks_per_category(store, where, start, timedelta(hours=1), CHART_HOURS)
+        traffic = await traffic_per_tenant(store, start, CHART_HOURS, where.tenant)
         params = where.params()
         return self.pages.render(
             request,
@@ -54,6 +56,7 @@ class DecisionPages:
             actions=ACTIONS,
             apis=APIS,
             chart=block_chart(series),
+            traffic=traffic_chart(traffic, start, CHART_HOURS),
             page_link=lambda n: "?" + urlencode({**params, "page": n}),
         )
 

@@ -1,0 +1,118 @@
+"""The reviewer page as a process of its own (`guardproxy admin serve`): the pages and their
+JSON API over the shared audit database, and no data plane. No guard or upstream is built,
+no `/v1` route exists (a request there is told where the proxy is), and the playground, which
+runs checks through the proxy's guards, stays on the proxy's own page.
+
+A reviewer's page load then costs the proxies nothing but the database reads it makes, which
+the hourly rollups keep small (audit/rollups.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from guardproxy.admin.auth import AdminKeys
+from guardproxy.admin.site import AdminSite
+from guardproxy.audit.sinks import MemoryAuditSink
+from guardproxy.audit.store import DatabaseSink, migrate, open_engine
+from guardproxy.config import Settings
+from guardproxy.errors import ConfigError
+from guardproxy.media.fetch import ImageFetcher
+from guardproxy.observe.metrics import Metrics
+from guardproxy.policy.model import PolicySet
+from guardproxy.server.probes import http_error, internal_error
+from guardproxy.server.runtime import AppState, Runtime, app_state
+
+logger = logging.getLogger(__name__)
+
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+PROXY_ONLY = ("/admin/playground",)  # runs the tenant's guard: only the proxy has one
+NO_DATA_PLANE = (
+    "This is the reviewer page's process; it relays no model traffic. Send API requests to "
+    "the proxy."
+)
+NO_PLAYGROUND = (
+    "The playground runs checks through the proxy's guards; open it on the proxy's own "
+    "reviewer page."
+)
+
+
+def create_admin_app(settings: Settings, policies: PolicySet) -> Starlette:
+    """The reviewer page alone; a `ConfigError` (one line) when it has no database or key."""
+    database = settings.audit.database
+    if database is None:
+        raise ConfigError("admin serve needs audit.database: the page reads the proxies' trail")
+    if not settings.admin.keys:
+        raise ConfigError("admin serve needs admin.keys: nobody could sign in")
+    keys = AdminKeys.of(settings.admin.keys, settings.admin.session_hours, policies)
+    site = AdminSite(lambda: app_state(app), keys)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = open_engine(database)
+        await migrate(engine)  # a no-op where a proxy has brought the schema to head already
+        async with httpx.AsyncClient() as unused, ImageFetcher() as fetcher:
+            metrics = Metrics()
+            runtime = Runtime(
+                settings, policies, {}, {}, {}, MemoryAuditSink(), unused, fetcher, metrics
+            )
+            app.state.guardproxy = AppState(runtime, metrics, DatabaseSink(engine), {})
+            try:
+                yield
+            finally:
+                await engine.dispose()
+
+    app = Starlette(
+        routes=_routes(site),
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        lifespan=lifespan,
+    )
+    return app
+
+
+def _routes(site: AdminSite) -> list[BaseRoute]:
+    pages = [r for r in site.routes() if getattr(r, "path", None) not in PROXY_ONLY]
+    return [
+        *pages,
+        Route("/admin/playground", _proxy_only, methods=["GET", "POST"]),
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz, methods=["GET"]),
+        Route("/v1/{path:path}", _no_data_plane, methods=ALL_METHODS),
+    ]
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    """Ready while the audit database answers."""
+    store = app_state(request.app).audit_store
+    assert store is not None
+    try:
+        async with store.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        logger.warning("the audit database does not answer: %s", exc)
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+    return JSONResponse({"status": "ready", "database": "ok"})
+
+
+async def _no_data_plane(request: Request) -> Response:
+    body = {"error": {"message": NO_DATA_PLANE, "type": "invalid_request_error", "code": None}}
+    return JSONResponse(body, 404)
+
+
+async def _proxy_only(request: Request) -> Response:
+    return JSONResponse({"error": {"message": NO_PLAYGROUND, "type": "not_found"}}, 404)
