@@ -42,3 +42,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
+{{- define "guardproxy.adminSelector" -}}
+app.kubernetes.io/name: guardproxy-admin
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
