@@ -132,7 +132,7 @@ async def loop_stall_during_a_page(path: Path) -> dict[str, float]:
     for _ in range(5):
         await list_decisions(engine, DecisionFilter())
         await blocks_per_category(engine, DecisionFilter(), start, timedelta(hours=1), 24)
-        await traffic_per_tenant(engine, start, 24)
+        await traffic_per_tenant(engine, start, 24, DecisionFilter())
         await facets(engine)
     took = (time.perf_counter() - began) / 5
     running = False

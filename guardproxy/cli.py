@@ -134,7 +134,7 @@ def _add_admin(commands: Any) -> None:
 def _admin_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from guardproxy.admin.app import create_admin_app
+    from guardproxy.server.admin_app import create_admin_app
 
     app = create_admin_app(*_load(args.config))  # refuses here, before a port is opened
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -44,7 +44,7 @@ class DecisionPages:
         found = await list_decisions(store, where, page)
         start = _hour(datetime.now(UTC)) - timedelta(hours=CHART_HOURS - 1)
         series = await blocks_per_category(store, where, start, timedelta(hours=1), CHART_HOURS)
-        traffic = await traffic_per_tenant(store, start, CHART_HOURS, where.tenant)
+        traffic = await traffic_per_tenant(store, start, CHART_HOURS, where)
         params = where.params()
         return self.pages.render(
             request,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Select, func, select
+from sqlalchemy import Column, Select, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from guardproxy.audit.rollups import BLOCK, hour_of
@@ -63,6 +63,14 @@ class DecisionFilter:
             query = query.where(decisions.c[f"{self.direction}_status"] == "unsafe")
         return query
 
+    def on_rollup(self, query: Select[Any], table: Table) -> Select[Any]:
+        """The tenant asked for, and the reviewer's scope, on a rollup table's rows."""
+        if self.tenant:
+            query = query.where(table.c.tenant == self.tenant)
+        if self.scope is not None:
+            query = query.where(table.c.tenant.in_(self.scope))
+        return query
+
     @property
     def in_whole_hours(self) -> bool:
         """Whether the hourly rollups hold the answer: no guard or API named, and a time
@@ -107,10 +115,11 @@ async def count_decisions(connection: AsyncConnection, where: DecisionFilter) ->
     if not where.in_whole_hours or where.direction or where.category:
         count = where.apply(select(func.count()).select_from(decisions))
         return int((await connection.execute(count)).scalar_one())
-    query = select(func.coalesce(func.sum(rollup_hourly.c.requests), 0))
-    for name in ("tenant", "action"):
-        if value := getattr(where, name):
-            query = query.where(rollup_hourly.c[name] == value)
+    query = where.on_rollup(
+        select(func.coalesce(func.sum(rollup_hourly.c.requests), 0)), rollup_hourly
+    )
+    if where.action:
+        query = query.where(rollup_hourly.c.action == where.action)
     query = _hours(query, rollup_hourly.c.hour, where.since, where.until)
     return int((await connection.execute(query)).scalar_one())
 
@@ -196,9 +205,7 @@ async def blocks_per_category(
 async def _rolled_up_blocks(engine: AsyncEngine, where: DecisionFilter, hours: int) -> BlockSeries:
     assert where.since is not None
     table = rollup_categories
-    query = select(table.c.hour, table.c.category, func.sum(table.c.blocks))
-    if where.tenant:
-        query = query.where(table.c.tenant == where.tenant)
+    query = where.on_rollup(select(table.c.hour, table.c.category, func.sum(table.c.blocks)), table)
     for column, value in _named_by(where):
         query = query.where(table.c[column] == value)
     end = where.since + HOUR * hours
@@ -274,15 +281,14 @@ class TenantTraffic:
 
 
 async def traffic_per_tenant(
-    engine: AsyncEngine, start: datetime, hours: int, tenant: str | None = None
+    engine: AsyncEngine, start: datetime, hours: int, where: DecisionFilter
 ) -> dict[str, TenantTraffic]:
-    """Each tenant's hourly traffic from `start` (tenant "" is the decisions with none)."""
+    """Each tenant's hourly traffic from `start` (tenant "" is the decisions with none), for
+    the tenant `where` names and within the reviewer's scope."""
     table = rollup_hourly
     columns = (table.c.hour, table.c.tenant, table.c.action, table.c.requests, table.c.guard_ms)
     query: Select[Any] = select(*columns)
-    query = _hours(query, table.c.hour, start, start + HOUR * hours)
-    if tenant:
-        query = query.where(table.c.tenant == tenant)
+    query = where.on_rollup(_hours(query, table.c.hour, start, start + HOUR * hours), table)
     found: dict[str, TenantTraffic] = {}
     async with engine.connect() as connection:
         for row in await connection.execute(query):

@@ -11,10 +11,10 @@ import openai
 import pytest
 import yaml
 
-from guardproxy.admin.app import create_admin_app
 from guardproxy.cli import main
 from guardproxy.config import load_settings
 from guardproxy.policy.loader import load_policies
+from guardproxy.server.admin_app import create_admin_app
 from tests.admin.conftest import ADMIN_KEY, Reviewed
 from tests.admin.test_admin_http import signed_in
 from tests.conftest import TENANT_KEY

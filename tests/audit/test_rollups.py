@@ -153,8 +153,13 @@ async def test_counts_and_charts_from_the_rollups_agree_with_counting_decisions(
         assert rolled == tallied
         counted = await list_decisions(sink.engine, replace(where, guard="nemotron"))
         assert (await list_decisions(sink.engine, where)).total == counted.total
-    traffic = await traffic_per_tenant(sink.engine, start, 24)
+    traffic = await traffic_per_tenant(sink.engine, start, 24, DecisionFilter())
     assert sorted(traffic) == ["", "acme", "bank"]
+    # A tenant-scoped reviewer's counts, chart and traffic come from its tenants alone.
+    scoped = DecisionFilter(scope=("acme",))
+    counted = await list_decisions(sink.engine, replace(scoped, guard="nemotron"))
+    assert (await list_decisions(sink.engine, scoped)).total == counted.total < 500
+    assert list(await traffic_per_tenant(sink.engine, start, 24, scoped)) == ["acme"]
     assert sum(sum(t.requests) for t in traffic.values()) == 500
     assert sum(sum(t.blocks) for t in traffic.values()) == 167  # n % 3 == 0 of 0..499
     await sink.aclose()

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from guardproxy.admin.auth import AdminKeys
+from guardproxy.admin.reviewers import Directory
 from guardproxy.admin.site import AdminSite
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.audit.store import DatabaseSink, migrate, open_engine
@@ -53,10 +53,11 @@ def create_admin_app(settings: Settings, policies: PolicySet) -> Starlette:
     database = settings.audit.database
     if database is None:
         raise ConfigError("admin serve needs audit.database: the page reads the proxies' trail")
-    if not settings.admin.keys:
-        raise ConfigError("admin serve needs admin.keys: nobody could sign in")
-    keys = AdminKeys.of(settings.admin.keys, settings.admin.session_hours, policies)
-    site = AdminSite(lambda: app_state(app), keys)
+    if not settings.admin.enabled:
+        raise ConfigError(
+            "admin serve needs admin.users, admin.keys or admin.oidc: nobody could sign in"
+        )
+    site = AdminSite(lambda: app_state(app), Directory.of(settings.admin, policies), settings.admin)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
