@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 
 from guardproxy.config import Settings, load_settings
@@ -68,6 +69,7 @@ def run_eval(args: argparse.Namespace) -> int:
         folder = args.out if len(runs) == 1 else args.out / label
         report.write(reports[label], folder, f"{label} on {args.data}")
         print(report.markdown(reports[label], f"{label} on {args.data}"))
+        _say_resumed(label, reports[label]["latency_ms"]["cached"], len(examples), cache)
     if len(runs) == 2:
         (before, first), (after, second) = reports.items()
         delta = compare(first, second)
@@ -76,6 +78,11 @@ def run_eval(args: argparse.Namespace) -> int:
         (args.out / "compare.md").write_text(table)
         print(table)
     return 0
+
+
+def _say_resumed(label: str, cached: int, total: int, cache: Path) -> None:
+    if cached:
+        print(f"{label}: {cached} of {total} examples resumed from the verdict file {cache}")
 
 
 def add_replay(
@@ -98,11 +105,19 @@ def add_replay(
 
 def run_replay(args: argparse.Namespace) -> int:
     settings, policies, env = load(args.config)
-    _tenant(policies, args.tenant)
+    tenant = _tenant(policies, args.tenant)
     candidate = load_candidate(settings, env, args.policy)
     stored = replay.load_exchanges(settings, args.tenant, args.trail)
-    exchanges = replay.in_window(stored, args.since, args.until)
+    why = replay.why_nothing(tenant, stored)
+    if why is not None:
+        print(why, file=sys.stderr)
+    if not stored.exchanges:
+        return 1
+    exchanges = replay.in_window(stored.exchanges, args.since, args.until)
     state = args.state or args.out.with_name(args.out.name + ".state")
+    earlier = replay.resumed(state, exchanges)
+    if earlier:
+        print(f"resuming: {earlier} of {len(exchanges)} exchanges were judged before ({state})")
     run = replay.ReplayRun(
         settings, policies, candidate, state, args.max_rps, args.concurrency, not args.no_progress
     )
@@ -115,5 +130,8 @@ def run_replay(args: argparse.Namespace) -> int:
     result = replay.diff([entry for rid, entry in done.items() if rid in ids])
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(replay.summary(result))
-    print(f"{len(exchanges)} exchanges judged again; the full diff is in {args.out}")
+    print(
+        f"{len(exchanges)} exchanges judged again ({earlier} resumed from {state}); "
+        f"the full diff is in {args.out}"
+    )
     return 0

@@ -62,29 +62,40 @@ async def judge_all(
 
 def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[str, Any]:
     overall, per_category = score(examples, outcomes)
-    latencies = [o.latency_ms for o in outcomes if o.latency_ms is not None and o.fresh]
+    timed = [o for o in outcomes if o.latency_ms is not None and o.error is None]
+    latencies = [o.latency_ms for o in timed if o.latency_ms is not None]
+    cached = sum(not o.fresh for o in timed)
     calls = sum(o.fresh for o in outcomes)
     errors = sum(o.error is not None for o in outcomes)
-    return report.build(overall, per_category, latencies, calls, errors)
+    return report.build(overall, per_category, latencies, calls, errors, cached)
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """Per row (overall, then each category either run has), each score's change."""
     rows = {"overall": (before["overall"], after["overall"])}
     for name in sorted({*before["per_category"], *after["per_category"]}):
-        empty = dict.fromkeys(DELTA_COLUMNS, 0.0)
+        empty = dict.fromkeys(DELTA_COLUMNS, None)
         rows[name] = (
             before["per_category"].get(name, empty),
             after["per_category"].get(name, empty),
         )
     return {
-        name: {c: round(b2[c] - b1[c], 4) for c in DELTA_COLUMNS} for name, (b1, b2) in rows.items()
+        name: {c: _change(b1[c], b2[c]) for c in DELTA_COLUMNS} for name, (b1, b2) in rows.items()
     }
+
+
+def _change(before: float | None, after: float | None) -> float | None:
+    """Undefined where either run's score is: a change from nothing is not a number."""
+    return None if before is None or after is None else round(after - before, 4)
 
 
 def delta_markdown(delta: dict[str, Any], before: str, after: str) -> str:
     lines = [f"# {after} against {before}", "", "| | Δ precision | Δ recall | Δ F1 | Δ FPR |"]
     lines.append("|---|---|---|---|---|")
     for name, row in delta.items():
-        lines.append(f"| {name} | " + " | ".join(f"{row[c]:+.4f}" for c in DELTA_COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(_signed(row[c]) for c in DELTA_COLUMNS) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _signed(change: float | None) -> str:
+    return report.UNDEFINED if change is None else f"{change:+.4f}"

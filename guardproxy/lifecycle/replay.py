@@ -12,14 +12,13 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tqdm import tqdm
 
 from guardproxy.audit.schema import decisions
@@ -63,31 +62,67 @@ def stored_of(record: dict[str, Any], content: dict[str, Any] | None) -> Stored 
     )
 
 
-def from_trail(path: Path, tenant: str) -> Iterator[Stored]:
+@dataclass(frozen=True)
+class Trail:
+    """A tenant's stored decisions: the exchanges with content, and how many have none (they
+    were written under `audit_content: none`, which keeps no text to judge again)."""
+
+    exchanges: list[Stored]
+    without_content: int = 0
+
+
+def from_trail(path: Path, tenant: str) -> Trail:
+    exchanges, without = [], 0
     with path.open(encoding="utf-8") as lines:
         for line in lines:
-            if not line.strip():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("tenant") != tenant:
                 continue
-            record = json.loads(line)
-            if record.get("tenant") == tenant and (
-                found := stored_of(record, record.get("content"))
-            ):
-                yield found
+            found = stored_of(record, record.get("content"))
+            exchanges += [found] if found else []
+            without += found is None
+    return Trail(exchanges, without)
 
 
-async def from_database(url: str, tenant: str) -> list[Stored]:
+async def from_database(url: str, tenant: str) -> Trail:
     engine = open_engine(url)
+    mine = decisions.c.tenant == tenant
     query = (
         select(decisions.c.record, decisions.c.content)
-        .where(decisions.c.tenant == tenant, decisions.c.content.is_not(None))
+        .where(mine, decisions.c.content.is_not(None))
         .order_by(decisions.c.time)
     )
+    bare = select(func.count()).select_from(decisions).where(mine, decisions.c.content.is_(None))
     try:
         async with engine.connect() as connection:
             rows = (await connection.execute(query)).all()
+            without = (await connection.execute(bare)).scalar_one()
     finally:
         await engine.dispose()
-    return [found for record, content in rows if (found := stored_of(record, content))]
+    return Trail(
+        [found for record, content in rows if (found := stored_of(record, content))], without
+    )
+
+
+def why_nothing(tenant: TenantPolicy, trail: Trail) -> str | None:
+    """Why a replay has no exchange to judge, or which decisions it leaves out; None: all in."""
+    name, bare = tenant.tenant, trail.without_content
+    if trail.exchanges and not bare:
+        return None
+    if trail.exchanges:
+        return f"left out: {bare} decisions of {name!r} keep no content (audit_content: none)"
+    if tenant.audit_content == "none":
+        return (
+            f"nothing to replay: tenant {name!r} has audit_content: none, so its "
+            f"{bare} stored decisions keep no text to judge again; set audit_content: redacted "
+            "(or full) and replay the traffic that comes after"
+        )
+    if bare:
+        return (
+            f"nothing to replay: the {bare} stored decisions of {name!r} were written under "
+            "audit_content: none and keep no text; only later ones can be replayed"
+        )
+    return f"nothing to replay: no stored decisions of tenant {name!r}"
 
 
 def _utc(moment: datetime) -> datetime:
@@ -201,10 +236,16 @@ def in_window(exchanges: list[Stored], since: str | None, until: str | None) -> 
     ]
 
 
-def load_exchanges(settings: Settings, tenant: str, trail: Path | None) -> list[Stored]:
+def load_exchanges(settings: Settings, tenant: str, trail: Path | None) -> Trail:
     if trail is None and settings.audit.database:
         return asyncio.run(from_database(settings.audit.database, tenant))
     path = trail or settings.audit_path()
     if path is None or not path.exists():
         raise ConfigError("no audit trail to replay: set audit.database, or pass --trail FILE")
-    return list(from_trail(path, tenant))
+    return from_trail(path, tenant)
+
+
+def resumed(state: Path, exchanges: list[Stored]) -> int:
+    """How many of `exchanges` an earlier, interrupted run has judged already."""
+    done = finished(state)
+    return sum(e.request_id in done for e in exchanges)

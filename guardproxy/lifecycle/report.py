@@ -11,7 +11,8 @@ from typing import Any
 from guardproxy.lifecycle.scores import Confusion
 
 logger = logging.getLogger(__name__)
-COLUMNS = ("n", "precision", "recall", "f1", "fpr")
+COLUMNS = ("n", "support", "precision", "recall", "f1", "fpr")
+UNDEFINED = "undefined"  # a score whose denominator is zero (scores.py)
 
 
 def build(
@@ -20,13 +21,20 @@ def build(
     latencies: list[float],
     guard_calls: int,
     errors: int,
+    cached: int = 0,
 ) -> dict[str, Any]:
+    """`latencies`: every judged example's, those from the verdict file (`cached`) as the
+    guard took when first asked, so a fully cached rerun still reports them."""
     return {
         "overall": overall.view() | {"errors": errors},
         "per_category": {name: c.view() for name, c in per_category.items()},
-        "latency_ms": _percentiles(latencies),
+        "latency_ms": _percentiles(latencies) | {"cached": cached},
         "guard_calls": guard_calls,
     }
+
+
+def cell(value: object) -> str:
+    return UNDEFINED if value is None else str(value)
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
@@ -41,18 +49,28 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 def markdown(report: dict[str, Any], title: str) -> str:
-    lines = [f"# {title}", "", "| | " + " | ".join(COLUMNS) + " |", "|---" * 6 + "|"]
+    header = "| | " + " | ".join(COLUMNS) + " |"
+    lines = [f"# {title}", "", header, "|---" * (len(COLUMNS) + 1) + "|"]
     rows = {"overall": report["overall"], **report["per_category"]}
     for name, row in rows.items():
-        lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(cell(row.get(c)) for c in COLUMNS) + " |")
     latency = report["latency_ms"]
     lines += [
         "",
         f"Guard calls: {report['guard_calls']}. Errors (not scored): "
-        f"{report['overall']['errors']}. Latency p50 {latency['p50']} ms, "
-        f"p90 {latency['p90']} ms, p99 {latency['p99']} ms.",
+        f"{report['overall']['errors']}. Latency p50 {cell(latency['p50'])} ms, "
+        f"p90 {cell(latency['p90'])} ms, p99 {cell(latency['p99'])} ms"
+        f"{_cached(latency)}.",
+        f"Support: the examples labelled with the category ({UNDEFINED}: a score over none).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cached(latency: dict[str, Any]) -> str:
+    cached = latency.get("cached", 0)
+    if not cached:
+        return ""
+    return f" ({cached} of {latency['n']} from the verdict file, as first measured)"
 
 
 def write(report: dict[str, Any], folder: Path, title: str) -> list[Path]:
@@ -94,7 +112,11 @@ def plots(report: dict[str, Any], folder: Path) -> list[Path]:
 
     names = list(report["per_category"])
     figure, axes = plt.subplots(figsize=(7, 0.4 * len(names) + 1.2))
-    axes.barh(names, [report["per_category"][n]["f1"] for n in names], color="#0072B2")
+    scores = [report["per_category"][n]["f1"] for n in names]
+    axes.barh(names, [f1 or 0.0 for f1 in scores], color="#0072B2")
+    for row, f1 in enumerate(scores):
+        if f1 is None:  # no bar for a score that was never measured, and say so
+            axes.text(0.01, row, UNDEFINED, va="center", color="#555555")
     axes.set_xlim(0, 1)
     axes.set_xlabel("F1")
     axes.set_title("F1 per category")

@@ -1,7 +1,9 @@
 """Precision, recall, F1 and false-positive rate, overall and one category against the rest.
 
 Positive means the policy would not let the content pass as it came (block or redact);
-guard errors are counted apart and left out of the scores.
+guard errors are counted apart and left out of the scores. A score whose denominator is zero
+(precision with nothing flagged, recall with nothing unsafe) is undefined, `None`, never 0.0:
+a category no example carries has not been measured, not failed.
 """
 
 from __future__ import annotations
@@ -30,16 +32,16 @@ class Confusion:
         else:
             self.tn += 1
 
-    def view(self) -> dict[str, float | int]:
+    def view(self) -> dict[str, float | int | None]:
         precision = _ratio(self.tp, self.tp + self.fp)
         recall = _ratio(self.tp, self.tp + self.fn)
-        f1 = _ratio(2 * precision * recall, precision + recall)
         return {
             "n": self.tp + self.fp + self.fn + self.tn,
-            "precision": round(precision, 4),
-            "recall": round(recall, 4),
-            "f1": round(f1, 4),
-            "fpr": round(_ratio(self.fp, self.fp + self.tn), 4),
+            "support": self.tp + self.fn,  # the examples labelled with it
+            "precision": _rounded(precision),
+            "recall": _rounded(recall),
+            "f1": _rounded(_f1(precision, recall)),
+            "fpr": _rounded(_ratio(self.fp, self.fp + self.tn)),
             "tp": self.tp,
             "fp": self.fp,
             "fn": self.fn,
@@ -47,8 +49,19 @@ class Confusion:
         }
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else 0.0
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def _f1(precision: float | None, recall: float | None) -> float | None:
+    """Undefined where either side is; 0.0 where both are defined and both are zero."""
+    if precision is None or recall is None:
+        return None
+    return _ratio(2 * precision * recall, precision + recall) or 0.0
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def score(
