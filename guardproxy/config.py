@@ -8,7 +8,14 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 
 from guardproxy.errors import ConfigError
 from guardproxy.yamlfile import load_model, read_yaml
@@ -379,6 +386,10 @@ class Settings(Frozen):
     tracing: TracingSettings = TracingSettings()
     shadow_checks: ShadowSettings = ShadowSettings()
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, gt=0)
+    # The load balancers and reverse proxies (addresses or CIDRs) whose `X-Forwarded-For`
+    # names the client in the audit record. None by default: any client can write that
+    # header, so only the socket's peer is known until the operator vouches for one.
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
     # The outbound HTTP stack under httpx: aiohttp's (measured faster, bench/README.md) or
     # httpx's own httpcore.
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"

@@ -28,7 +28,10 @@ class ContentCapture:
     image: bool = False
     response: str | None = None
 
-    def view(self, streamed_answer: str | None = None) -> dict[str, object]:
+    def view(
+        self, streamed_answer: str | None = None, released: str | None = None
+    ) -> dict[str, object]:
+        """`released`: what of a cut-off stream's answer reached the client."""
         types = self.masker.always | self._detectors()
         content: dict[str, object] = {"mode": self.mode}
         content["prompt"] = self.masker.mask(self.prompt, types)[0]
@@ -37,6 +40,8 @@ class ContentCapture:
         response = self.response if self.response is not None else streamed_answer
         if response is not None:
             content["response"] = self.masker.mask(response, types)[0]
+        if released is not None:
+            content["released"] = self.masker.mask(released, types)[0]
         return content
 
     def _detectors(self) -> frozenset[str]:

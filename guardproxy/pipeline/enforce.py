@@ -60,10 +60,7 @@ class Enforcer:
         return ruling
 
     def blocked(self, usage: Any = None) -> Response:
-        tenant = self.tenant
-        return blocked_response(
-            self.codec, self.request, self.exchange, tenant.on_block, tenant.refusal_message, usage
-        )
+        return blocked_response(self.codec, self.request, self.exchange, self.tenant, usage)
 
     def output_checks(self, answers: list[str]) -> list[GuardInput]:
         image, window = self.media.context_image(), self.tenant.output.window_chars

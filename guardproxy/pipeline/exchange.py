@@ -16,6 +16,7 @@ from guardproxy.pipeline.usage import TokenUsage
 if TYPE_CHECKING:
     from guardproxy.pipeline.content import ContentCapture
     from guardproxy.pipeline.shadow import Judged
+    from guardproxy.policy.refusals import Refusals
 
 
 @dataclass
@@ -51,6 +52,11 @@ class Exchange:
     trace_id: str | None = None  # the request's OpenTelemetry trace, when traced
     usage: TokenUsage | None = None  # what the answer consumed, as billing reads it
     upstream_first_byte_ms: float | None = None  # a stream's first upstream bytes arrived
+    key_id: str | None = None  # which of the tenant's keys (policy.model.key_id), never the key
+    client_address: str | None = None  # the peer, or the client its trusted proxies name
+    refusals: Refusals | None = None  # the tenant's refusal texts by language
+    accept_language: str | None = None  # the request's Accept-Language
+    refusal_language: str | None = None  # the language the refusal was told in
 
     def conclude(
         self, status: int, action: Outcome | None = None, error: str | None = None
@@ -120,6 +126,8 @@ class Exchange:
             "time": datetime.fromtimestamp(self.started, UTC).isoformat(timespec="milliseconds"),
             "request_id": self.request_id,
             "tenant": self.tenant,
+            "key_id": self.key_id,
+            "client_address": self.client_address,
             "api": self.api,
             "guard": self.guard,
             "model": self.model,
@@ -156,13 +164,18 @@ class Exchange:
             record["usage"] = self.usage.record()
         if self.moderation is not None and self.moderation.checks:
             record["moderation"] = self.moderation.view()
+        released = self.moderation.released if self.moderation is not None else None
+        if released is not None:  # only its length: the text is content (audit_content)
+            record["released"] = {"chars": len(released)}
+        if self.refusal_language is not None:
+            record["refusal_language"] = self.refusal_language
         if self.guard_error_allowed():
             self.notes.append("guard error: allowed by on_guard_error=allow")
         if self.notes:
             record["notes"] = self.notes
         if self.content is not None:
             answer = self.moderation.answer if self.moderation is not None else None
-            record["content"] = self.content.view(answer)
+            record["content"] = self.content.view(answer, released)
         return record
 
 
@@ -181,6 +194,8 @@ class ModerationStats:
     answer_chars: int = 0
     answer: str | None = field(default=None, repr=False)  # for the audit's content capture
     guard_tokens: int | None = None
+    # A cut-off stream's answer text that reached the client before the cut; None: not cut.
+    released: str | None = field(default=None, repr=False)
 
     def record(self, checks: int, judged_chars: int, answer: str) -> None:
         self.checks, self.judged_chars = checks, judged_chars

@@ -223,6 +223,8 @@ class ChunkedModerator:
         self.cut_off: Action | None = None
         self.failure: GuardproxyError | None = None  # the upstream broke off mid-stream
         self.stats = ModerationStats()
+        self.builder = WindowBuilder(policy, codec)
+        self.windows_out = 0  # windows released: the first this many of `builder.answer`
 
     async def events(self) -> AsyncGenerator[bytes]:
         """The body sent to the client."""
@@ -239,12 +241,14 @@ class ChunkedModerator:
         unchecked: list[Check] = []
         while not isinstance(item := await queue.get(), StreamEnd):
             if self.policy.stream_first:
+                self.windows_out += 1
                 yield self._outgoing(item.events)
                 unchecked += [item.check] if item.check else []
                 action = await self._first_failure(unchecked, wait=False)
             else:
                 action = await self._judge(item.check)
                 if action is Action.ALLOW:
+                    self.windows_out += 1
                     yield self._outgoing(item.events)
             if action is not Action.ALLOW:
                 for raw in await self._cut(action):
@@ -294,11 +298,12 @@ class ChunkedModerator:
 
     async def _cut(self, action: Action) -> list[bytes]:
         self.cut_off = action
+        self.stats.released = "".join(self.builder.answer[: self.windows_out])
         await self.reply.aclose()  # stop the upstream generating
         return self.moderation.blocked(action)
 
     async def _read(self, queue: asyncio.Queue[Window | StreamEnd]) -> None:
-        builder, decoder = WindowBuilder(self.policy, self.codec), SSEDecoder()
+        builder, decoder = self.builder, SSEDecoder()
         try:
             async for chunk in self.stream:
                 for event in decoder.feed(chunk):

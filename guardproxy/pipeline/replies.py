@@ -29,7 +29,8 @@ from guardproxy.errors import (
 from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.usage import usage_of
-from guardproxy.policy.model import TenantPolicy
+from guardproxy.policy.model import DEFAULT_REFUSAL, TenantPolicy
+from guardproxy.policy.refusals import tenant_refusals
 
 # (status, OpenAI error type, code), most specific class first.
 ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
@@ -82,19 +83,19 @@ def blocked_response(
     codec: Codec,
     request: Conversation,
     exchange: Exchange,
-    on_block: str,
-    refusal: str,
+    tenant: TenantPolicy,
     usage: Any = None,
 ) -> Response:
     """The tenant's block shape in the request's API: a refusal (200) or an error (400).
     `usage`: a whole answer's, as the upstream sent it; a stream cut off before its first
     release left what it consumed on the exchange already."""
     exchange.usage = usage_of(usage) or exchange.usage
-    if on_block == "error":
+    if tenant.on_block == "error":
         exchange.conclude(400, "block")
         body = {**codec.content_filter_error(exchange), "guardproxy": exchange.client_view()}
         return JSONResponse(body, 400, headers=exchange.headers())
     exchange.conclude(200, "block")
+    refusal = refusal_for(exchange, tenant)
     if request.stream:
         return StreamingResponse(
             _each(codec.refusal_events(request, exchange, refusal)),
@@ -133,4 +134,13 @@ def cut_off_events(
     exchange.conclude(exchange.status or 200, "block")  # 200 left with the first window
     if tenant.on_block == "error":
         return shapes.block_error_events(exchange)
-    return shapes.refusal_after(exchange, tenant.refusal_message)
+    return shapes.refusal_after(exchange, refusal_for(exchange, tenant))
+
+
+def refusal_for(exchange: Exchange, tenant: TenantPolicy) -> str:
+    """The tenant's refusal in the request's language, which the audit record names. The
+    region a request asked for is the last of its regions and the most specific, so first."""
+    refusals = exchange.refusals or tenant_refusals(tenant.refusal_message, {}, {}, DEFAULT_REFUSAL)
+    language, text = refusals.choose(exchange.accept_language, exchange.regions[::-1])
+    exchange.refusal_language = language
+    return text

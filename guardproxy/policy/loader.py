@@ -3,7 +3,8 @@
     policies/
       _base.yaml          shared defaults; every tenant without `extends` inherits from it
       <tenant>.yaml       one tenant each (`extends: <file stem or tenant name>` to inherit)
-      regions/<CODE>.yaml regional rule packs
+      regions/<CODE>.yaml regional rule packs, each naming its language
+      regions/_refusals.yaml  the default refusal in each shipped language
 
 A set with any problem is rejected whole, every problem reported as `file:line: message`.
 """
@@ -27,8 +28,20 @@ from guardproxy.guards.protocols import (
     guard_calls,
 )
 from guardproxy.pipeline.masking import Masker
-from guardproxy.policy.model import PolicySet, RegionPack, TenantPolicy, key_digest
+from guardproxy.policy.model import (
+    DEFAULT_REFUSAL,
+    PolicySet,
+    RegionPack,
+    TenantPolicy,
+    key_digest,
+)
 from guardproxy.policy.profile import build_profiles
+from guardproxy.policy.refusals import (
+    REFUSALS_FILE,
+    Refusals,
+    ShippedRefusals,
+    tenant_refusals,
+)
 from guardproxy.redaction import DETECTORS
 from guardproxy.yamlfile import InvalidConfig, YamlDocument, load_model, read_yaml
 
@@ -56,6 +69,7 @@ def load_policies(settings: Settings, env: dict[str, str]) -> PolicySet:
         raise ConfigError(f"policies folder {str(folder)!r} does not exist", str(folder))
     problems = Problems()
     regions = _load_regions(folder / REGIONS_FOLDER, env, problems)
+    shipped = _load_shipped_refusals(folder / REGIONS_FOLDER, env, problems)
     documents = _read_all(folder.glob("*.yaml"), env, problems)
     tenants = [
         loaded
@@ -80,7 +94,29 @@ def load_policies(settings: Settings, env: dict[str, str]) -> PolicySet:
     by_key = {digest: policy for policy, _ in tenants for digest in policy.key_digests()}
     packs = {r.region: r for r in regions}
     tenant_set = {p.tenant: p for p, _ in tenants}
-    return PolicySet(tenant_set, by_key, packs, {t: s for t, (s, _) in shadows.items()})
+    shadow_set = {t: s for t, (s, _) in shadows.items()}
+    refusals = _refusals(tenant_set.values(), shipped, packs)
+    return PolicySet(tenant_set, by_key, packs, shadow_set, refusals)
+
+
+def _load_shipped_refusals(folder: Path, env: dict[str, str], problems: Problems) -> dict[str, str]:
+    """The default refusal's translations (`regions/_refusals.yaml`); none without the file."""
+    path = folder / f"{REFUSALS_FILE}.yaml"
+    if not path.is_file():
+        return {}
+    document = problems.catching(read_yaml, path, env)
+    shipped = document and problems.catching(load_model, ShippedRefusals, document)
+    return dict(shipped.refusals) if shipped else {}
+
+
+def _refusals(
+    tenants: Iterable[TenantPolicy], shipped: dict[str, str], packs: dict[str, RegionPack]
+) -> dict[str, Refusals]:
+    languages = {code: pack.language for code, pack in packs.items() if pack.language}
+    return {
+        t.tenant: tenant_refusals(t.refusal_message, shipped, languages, DEFAULT_REFUSAL)
+        for t in tenants
+    }
 
 
 def _read_all(
@@ -153,7 +189,8 @@ def _load_regions(folder: Path, env: dict[str, str], problems: Problems) -> list
     if not folder.is_dir():
         return []
     packs: list[RegionPack] = []
-    for stem, document in _read_all(folder.glob("*.yaml"), env, problems).items():
+    paths = (path for path in folder.glob("*.yaml") if not path.stem.startswith("_"))
+    for stem, document in _read_all(paths, env, problems).items():
         pack = problems.catching(load_model, RegionPack, document)
         if pack is None:
             continue

@@ -17,8 +17,10 @@ from guardproxy.config import Frozen, checked_keys
 from guardproxy.core.verdict import PolicyMode
 from guardproxy.errors import AuthenticationError
 from guardproxy.media.settings import ImagesSettings, VideoSettings
+from guardproxy.policy.refusals import LANGUAGE_TAG, Refusals, checked_languages
 
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that."
+KEY_ID_HEX = 12  # 48 bits: tells apart far more keys than a tenant has, reveals none
 HASHED_KEY = re.compile(r"sha256:([0-9a-f]{64})")
 REGION_CODE = r"^[A-Z]{2}$"
 
@@ -140,7 +142,8 @@ class TenantPolicy(Frozen):
     guard: str
     upstream: str
     on_block: Literal["refusal", "error"] = "refusal"
-    refusal_message: str = DEFAULT_REFUSAL
+    # One text, or one per language (`{en: ..., de: ...}`); see refusals.py for the choice.
+    refusal_message: str | dict[str, str] = DEFAULT_REFUSAL
     on_guard_error: Literal["block", "allow"] = "block"
     regions: tuple[str, ...] = ()
     allowed_regions: tuple[str, ...] = ()
@@ -176,6 +179,11 @@ class TenantPolicy(Frozen):
     def _keys_not_empty(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         return checked_keys(keys, "a key")
 
+    @field_validator("refusal_message")
+    @classmethod
+    def _languages(cls, message: str | dict[str, str]) -> str | dict[str, str]:
+        return message if isinstance(message, str) else checked_languages(message)
+
     def key_digests(self) -> list[bytes]:
         return [key_digest(key) for key in self.keys]
 
@@ -194,11 +202,20 @@ class RegionPack(Frozen):
     rules: str = ""
     categories: RegionCategories = RegionCategories()
     custom_categories: tuple[CustomCategory, ...] = ()
+    # The market's language: the refusal's, for a request whose Accept-Language has none.
+    language: str | None = Field(default=None, pattern=LANGUAGE_TAG)
 
 
 def key_digest(key: str) -> bytes:
     match = HASHED_KEY.fullmatch(key)
     return bytes.fromhex(match.group(1)) if match else hashlib.sha256(key.encode()).digest()
+
+
+def key_id(digest: bytes) -> str:
+    """Which of a tenant's keys was used, never the key: the first 12 hex digits of the SHA-256
+    of its SHA-256 digest. No secret goes in, so it is the same after a restart and on every
+    replica, and an operator can work it out from a `sha256:` key in the config."""
+    return hashlib.sha256(digest).hexdigest()[:KEY_ID_HEX]
 
 
 @dataclass(frozen=True)
@@ -212,14 +229,20 @@ class PolicySet:
     by_key: dict[bytes, TenantPolicy]
     regions: dict[str, RegionPack] = field(default_factory=dict)
     shadows: dict[str, TenantPolicy] = field(default_factory=dict)  # tenant -> its shadow
+    refusals: dict[str, Refusals] = field(default_factory=dict)  # tenant -> its refusal texts
 
     def authenticate(self, authorization: str | None) -> TenantPolicy:
+        return self.identify(authorization)[0]
+
+    def identify(self, authorization: str | None) -> tuple[TenantPolicy, str]:
+        """The key's tenant, and the key's id for the audit record (`key_id`)."""
         token = _bearer_token(authorization)
         # Keys are looked up by their SHA-256, so lookup timing says nothing about the key.
-        tenant = self.by_key.get(hashlib.sha256(token.encode()).digest())
+        digest = hashlib.sha256(token.encode()).digest()
+        tenant = self.by_key.get(digest)
         if tenant is None:
             raise AuthenticationError("Incorrect API key provided.")
-        return tenant
+        return tenant, key_id(digest)
 
 
 def _bearer_token(authorization: str | None) -> str:

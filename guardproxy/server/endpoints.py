@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from pydantic import IPvAnyNetwork
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
@@ -20,6 +21,7 @@ from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.flow import Incoming, handle_chat
 from guardproxy.pipeline.replies import error_response
 from guardproxy.pipeline.streams import GuardedStream
+from guardproxy.server.forwarded import FORWARDED_FOR, client_address
 from guardproxy.server.runtime import Runtime, app_state
 
 REGION_HEADER = "x-guardproxy-region"
@@ -37,6 +39,7 @@ def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
 async def _serve(codec: Codec, request: Request) -> Response:
     runtime = app_state(request.app).runtime
     exchange = Exchange(api=codec.api)
+    exchange.client_address = _client_address(request, runtime.settings.trusted_proxies)
     bind_logs(exchange)
     span = runtime.tracing.begin_request(request.headers, codec.api)
     exchange.trace_id = runtime.tracing.trace_id(span)
@@ -56,8 +59,10 @@ async def _serve(codec: Codec, request: Request) -> Response:
 
 
 async def _handle(codec: Codec, runtime: Runtime, request: Request, exchange: Exchange) -> Response:
-    tenant = runtime.policies.authenticate(_proxy_key(request))
+    tenant, exchange.key_id = runtime.policies.identify(_proxy_key(request))
     exchange.tenant = tenant.tenant
+    exchange.refusals = runtime.policies.refusals.get(tenant.tenant)
+    exchange.accept_language = request.headers.get("accept-language")
     chat = codec.decode(await _read_body(request, runtime.settings.max_body_bytes))
     exchange.model, exchange.stream = chat.model, chat.stream
     route = runtime.route_for(tenant)
@@ -75,6 +80,11 @@ def _proxy_key(request: Request) -> str | None:
     if authorization is None and api_key is not None:
         return f"Bearer {api_key}"
     return authorization
+
+
+def _client_address(request: Request, trusted: Sequence[IPvAnyNetwork]) -> str | None:
+    peer = request.client.host if request.client is not None else None
+    return client_address(peer, request.headers.getlist(FORWARDED_FOR), trusted)
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[None, None, Response]) -> Response:
