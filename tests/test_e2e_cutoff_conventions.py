@@ -80,7 +80,10 @@ def test_a_responses_cut_off_closes_the_released_message_and_lists_it(proxy: Pro
     released = deltas_of(events, 0)
     assert released
     assert proxy.upstream.reply.startswith(released)
-    assert "steal" not in json.dumps(events)
+    # The fake guard's unsafe phrase is "steal a car": a window may end after "steal" (judged
+    # safe, as the words before a statement are), never after the whole phrase.
+    assert "steal a car" not in released
+    assert "steal a car" not in json.dumps(events)
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     closing = kinds.index("response.output_text.done")
     assert kinds[closing : closing + 4] == [
