@@ -96,10 +96,17 @@ class AdminSite:
             "/admin/api/decisions": ("viewer", self.decisions.api_listing),
             "/admin/api/decisions/{request_id}": ("viewer", self.decisions.api_one),
             "/admin/api/access": ("admin", self.access_pages.api_listing),
+            "/admin/api/decisions.csv": ("viewer", self.decisions.api_export("csv")),
+            "/admin/api/decisions.ndjson": ("viewer", self.decisions.api_export("ndjson")),
+        }
+        posted: dict[str, tuple[Role, Endpoint]] = {
+            "/admin/decisions/{request_id}/labels": ("reviewer", self.label_form),
+            "/admin/api/decisions/{request_id}/labels": ("reviewer", self.decisions.api_label),
         }
         routes: list[BaseRoute] = [
-            Route(path, _headed(self._admitted(endpoint, role)), methods=["GET"])
-            for path, (role, endpoint) in guarded.items()
+            Route(path, _headed(self._admitted(endpoint, role)), methods=[method])
+            for method, named in (("GET", guarded), ("POST", posted))
+            for path, (role, endpoint) in named.items()
         ]
         playground = _headed(self._admitted(self.playground, "admin"))
         return [
@@ -274,6 +281,9 @@ class AdminSite:
         """The address failed logins are counted against (behind a trusted proxy, uvicorn
         has already put the forwarded client's here)."""
         return request.client.host if request.client else ""
+
+    async def label_form(self, request: Request) -> Response:
+        return await self.decisions.form_label(request, await _form(request))
 
     # -- policies and playground ------------------------------------------------------------
 

@@ -7,15 +7,30 @@ same over a million decisions as over a hundred."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Select, Table, func, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from guardproxy.audit import labels
 from guardproxy.audit.rollups import BLOCK, hour_of
 from guardproxy.audit.schema import (
+    LABELS,
     decision_categories,
     decisions,
     rollup_categories,
@@ -25,6 +40,15 @@ from guardproxy.audit.schema import (
 PAGE_SIZE = 50
 HOUR = timedelta(hours=1)
 DIRECTIONS = ("input", "output")
+# Besides a label's name: any label, or none yet (a review queue).
+LABEL_CHOICES = (*LABELS, "labelled", "unlabelled")
+# A decision stops the content (block, or fail closed) or lets it through (allow, flag, a
+# redaction, a monitored tenant's pass); a reject or an upstream error is neither verdict.
+STOPS = ("block", "fail")
+PASSES = ("allow", "flag", "redact")
+# The shadow-disagreement filter: "would_block" is live allowed, shadow would block;
+# "would_allow" the reverse.
+SHADOW_CHOICES = ("would_block", "would_allow")
 
 
 @dataclass(frozen=True)
@@ -39,6 +63,8 @@ class DecisionFilter:
     category: str | None = None
     guard: str | None = None
     api: str | None = None
+    label: str | None = None  # the newest label, or "labelled" / "unlabelled" (LABEL_CHOICES)
+    shadow: str | None = None  # a disagreement with the shadow policy (SHADOW_CHOICES)
     # The tenants the reviewer may see (admin/reviewers.py), whatever else is asked: None is all.
     scope: tuple[str, ...] | None = None
 
@@ -61,6 +87,10 @@ class DecisionFilter:
             query = query.where(decisions.c.request_id.in_(named))
         elif self.direction in DIRECTIONS:
             query = query.where(decisions.c[f"{self.direction}_status"] == "unsafe")
+        if self.label in LABEL_CHOICES:
+            query = query.where(_labelled(self.label))
+        if self.shadow in SHADOW_CHOICES:
+            query = query.where(_disagrees(self.shadow))
         return query
 
     def on_rollup(self, query: Select[Any], table: Table) -> Select[Any]:
@@ -73,15 +103,63 @@ class DecisionFilter:
 
     @property
     def in_whole_hours(self) -> bool:
-        """Whether the hourly rollups hold the answer: no guard or API named, and a time
-        range (if any) on hour boundaries."""
+        """Whether the hourly rollups hold the answer: no guard, API, label or shadow
+        disagreement named, and a time range (if any) on hour boundaries."""
         bounds = (t for t in (self.since, self.until) if t is not None)
-        return not (self.guard or self.api) and all(t == hour_of(t) for t in bounds)
+        narrowed = self.guard or self.api or self.label or self.shadow
+        return not narrowed and all(t == hour_of(t) for t in bounds)
 
     def params(self) -> dict[str, str]:
         """The filter as query-string parameters (for paging links)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scope"}
         return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items() if v}
+
+
+def _labelled(choice: str) -> ColumnElement[bool]:
+    request_id = decisions.c.request_id
+    if choice == "labelled":
+        return request_id.in_(labels.labelled())
+    if choice == "unlabelled":
+        return request_id.not_in(labels.labelled())
+    return request_id.in_(labels.labelled_as(choice))
+
+
+def _disagrees(choice: str) -> ColumnElement[bool]:
+    """Live and shadow parted: one let the content through where the other would stop it."""
+    shadow = decisions.c.shadow["action"].as_string()
+    if choice == "would_block":
+        return and_(_live_passed(), shadow.in_(STOPS))
+    return and_(_live_stopped(), shadow.in_(PASSES))
+
+
+def _would_block(value: bool) -> ColumnElement[bool]:
+    flag: ColumnElement[Any] = decisions.c.record["would_block"].as_boolean()
+    return flag == (true() if value else false())
+
+
+def _live_stopped() -> ColumnElement[bool]:
+    """The live decision stopped the content (for a monitored tenant: would have)."""
+    action = decisions.c.action
+    return or_(action.in_(STOPS), and_(action == "monitor", _would_block(True)))
+
+
+def _live_passed() -> ColumnElement[bool]:
+    action = decisions.c.action
+    return or_(action.in_(PASSES), and_(action == "monitor", _would_block(False)))
+
+
+# What a list row shows besides the columns: a monitored decision's `would_block` and `would`,
+# and the shadow policy's action (the documents themselves stay out of a page of rows).
+LISTED_DOCUMENT_FIELDS = (
+    decisions.c.record["would_block"].as_boolean().label("would_block"),
+    decisions.c.record["would"].label("would"),
+    decisions.c.shadow["action"].as_string().label("shadow_action"),
+)
+KEYSET = (decisions.c.time, decisions.c.id)  # the list's order, newest first
+LISTED = (
+    *(c for c in decisions.c if c.name not in ("record", "content", "shadow")),
+    *LISTED_DOCUMENT_FIELDS,
+)
 
 
 @dataclass(frozen=True)
@@ -100,14 +178,43 @@ async def list_decisions(
     engine: AsyncEngine, where: DecisionFilter, page: int = 1, size: int = PAGE_SIZE
 ) -> Page:
     page = max(page, 1)
-    columns = [c for c in decisions.c if c.name not in ("record", "content", "shadow")]
-    query = where.apply(select(*columns)).order_by(decisions.c.time.desc(), decisions.c.id.desc())
+    query = where.apply(select(*LISTED)).order_by(decisions.c.time.desc(), decisions.c.id.desc())
     async with engine.connect() as connection:
         total = await count_decisions(connection, where)
         result = await connection.execute(query.limit(size).offset((page - 1) * size))
         rows = [dict(row._mapping) for row in result]
-        await _attach_categories(connection, rows)
+        await _attach(connection, rows)
     return Page(rows, page, total, size)
+
+
+async def each_decision(
+    engine: AsyncEngine, where: DecisionFilter, batch: int = 1000
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Every matching decision, newest first, whole (record, content, shadow) and with its
+    categories and label, a batch at a time: each batch is its own short query, resuming
+    after the last row seen, so an export of millions holds neither memory nor a
+    transaction open."""
+    order = (column.desc() for column in KEYSET)
+    query = where.apply(select(decisions, *LISTED_DOCUMENT_FIELDS)).order_by(*order).limit(batch)
+    after: tuple[Any, Any] | None = None
+    while True:
+        page = query if after is None else query.where(tuple_(*KEYSET) < after)
+        async with engine.connect() as connection:
+            rows = [dict(row._mapping) for row in await connection.execute(page)]
+            await _attach(connection, rows)
+        if rows:
+            yield rows
+        if len(rows) < batch:
+            return
+        after = (rows[-1]["time"], rows[-1]["id"])
+
+
+async def _attach(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Each row's categories and newest label (None: not labelled)."""
+    await _attach_categories(connection, rows)
+    found = await labels.newest_labels(connection, [row["request_id"] for row in rows])
+    for row in rows:
+        row["label"] = found.get(row["request_id"])
 
 
 async def count_decisions(connection: AsyncConnection, where: DecisionFilter) -> int:
