@@ -23,7 +23,7 @@ from guardproxy.config import Settings, load_settings
 from guardproxy.core.verdict import Direction
 from guardproxy.errors import ConfigError, RequestError
 from guardproxy.guards.client import build_guard
-from guardproxy.lifecycle.commands import add_eval, add_replay
+from guardproxy.lifecycle.commands import add_eval, add_export_labels, add_replay
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_policy_show)
     _add_admin(commands)
     evaluate, replay = add_eval(commands), add_replay(commands)
-    for command in (serve, check, classify, show, evaluate, replay):
+    labels = add_export_labels(commands)
+    for command in (serve, check, classify, show, evaluate, replay, labels):
         command.add_argument(
             "--config", type=Path, help="default: ./guardproxy.yaml, else built-in"
         )

@@ -124,7 +124,8 @@ class Labelled:
 async def labelled_decisions(
     engine: AsyncEngine, tenant: str, since: datetime | None = None
 ) -> list[Labelled]:
-    """The tenant's decisions whose newest label was given at or after `since`, oldest first."""
+    """The tenant's labelled decisions made at or after `since`, oldest first, each with its
+    newest label."""
     table = decision_labels
     query = (
         select(decisions.c.record, decisions.c.content, table)
@@ -133,7 +134,7 @@ async def labelled_decisions(
         .order_by(decisions.c.time, decisions.c.id)
     )
     if since is not None:
-        query = query.where(table.c.time >= since)
+        query = query.where(decisions.c.time >= since)
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     return [Labelled(row.record, row.content, _label(row)) for row in rows]

@@ -1,19 +1,31 @@
-"""The `eval` and `replay` commands, behind the CLI's argument parsing."""
+"""The `eval`, `replay` and `export-labels` commands, behind the CLI's argument parsing."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from guardproxy.config import Settings, load_settings
 from guardproxy.errors import ConfigError
 from guardproxy.lifecycle import replay, report
 from guardproxy.lifecycle.datasets import LAYOUTS, load_examples
-from guardproxy.lifecycle.evaluate import EvalRun, compare, delta_markdown, evaluate, judge_all
+from guardproxy.lifecycle.evaluate import (
+    EvalRun,
+    changes,
+    changes_markdown,
+    compare,
+    delta_markdown,
+    evaluate,
+    judge_all,
+    per_example,
+)
+from guardproxy.lifecycle.export_labels import export_labels
 from guardproxy.policy.loader import load_candidate, load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
 
@@ -68,13 +80,16 @@ def run_eval(args: argparse.Namespace) -> int:
         reports[label] = evaluate(examples, outcomes)
         folder = args.out if len(runs) == 1 else args.out / label
         report.write(reports[label], folder, f"{label} on {args.data}")
+        report.write_examples(per_example(examples, outcomes), folder)
         print(report.markdown(reports[label], f"{label} on {args.data}"))
         _say_resumed(label, reports[label]["latency_ms"]["cached"], len(examples), cache)
     if len(runs) == 2:
         (before, first), (after, second) = reports.items()
         delta = compare(first, second)
         (args.out / "compare.json").write_text(json.dumps(delta, indent=2) + "\n")
-        table = delta_markdown(delta, before, after)
+        changed = changes(first, second)
+        (args.out / "changes.json").write_text(json.dumps(changed, indent=2) + "\n")
+        table = delta_markdown(delta, before, after) + "\n" + changes_markdown(changed)
         (args.out / "compare.md").write_text(table)
         print(table)
     return 0
@@ -134,4 +149,42 @@ def run_replay(args: argparse.Namespace) -> int:
         f"{len(exchanges)} exchanges judged again ({earlier} resumed from {state}); "
         f"the full diff is in {args.out}"
     )
+    return 0
+
+
+def add_export_labels(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "export-labels", help="reviewers' labelled decisions as a labelled set for eval"
+    )
+    parser.add_argument("--tenant", required=True)
+    parser.add_argument(
+        "--since", type=_since, help="decisions from this ISO time (UTC unless it says)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the .jsonl file to write")
+    parser.add_argument(
+        "--actor", default=None, help="who the access log names (default: this user's login)"
+    )
+    parser.set_defaults(run=run_export_labels)
+    return parser
+
+
+def _since(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def run_export_labels(args: argparse.Namespace) -> int:
+    settings, policies, _ = load(args.config)
+    _tenant(policies, args.tenant)
+    if not settings.audit.database:
+        raise ConfigError("export-labels reads the audit database: set audit.database")
+    actor = args.actor or f"cli:{getpass.getuser()}"
+    exported = asyncio.run(export_labels(settings.audit.database, args.tenant, args.since, actor))
+    exported.write(args.out)
+    print(exported.summary(args.out))
     return 0

@@ -23,6 +23,7 @@ from guardproxy.media.fetch import ImageFetcher
 from guardproxy.policy.model import PolicySet, TenantPolicy
 
 DELTA_COLUMNS = ("precision", "recall", "f1", "fpr")
+WRONG = ("false_positive", "false_negative")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,45 @@ async def judge_all(
         verdicts.close()
 
 
+def per_example(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """Each example's expected and decided outcome, and which cell of the confusion it is."""
+    return [
+        {
+            "id": example.id,
+            "expected": "unsafe" if example.unsafe else "safe",
+            "decided": outcome.decided or outcome.action,
+            "categories": list(outcome.categories),
+            "result": _result(example, outcome),
+        }
+        for example, outcome in zip(examples, outcomes, strict=True)
+    ]
+
+
+def _result(example: Example, outcome: Outcome) -> str:
+    if outcome.error is not None:
+        return "error"
+    correct = "true" if example.unsafe == outcome.positive else "false"
+    return f"{correct}_{'positive' if outcome.positive else 'negative'}"
+
+
+def wrong(rows: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """The ids of the examples the policy got wrong, by how."""
+    return {kind: [r["id"] for r in rows if r["result"] == kind] for kind in WRONG}
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[str]]:
+    """Which examples the second policy newly gets wrong, by how, and which it now gets right."""
+    old, new = before["wrong"], after["wrong"]
+    became = {f"became_{kind}": [i for i in new[kind] if i not in set(old[kind])] for kind in WRONG}
+    was_wrong = [i for kind in WRONG for i in old[kind]]
+    still = {i for kind in WRONG for i in new[kind]}
+    return became | {"now_right": [i for i in was_wrong if i not in still]}
+
+
+def changes_markdown(changed: dict[str, list[str]]) -> str:
+    return "\n".join(f"- {name}: {report.ids(found)}" for name, found in changed.items()) + "\n"
+
+
 def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[str, Any]:
     overall, per_category = score(examples, outcomes)
     timed = [o for o in outcomes if o.latency_ms is not None and o.error is None]
@@ -67,7 +107,8 @@ def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[s
     cached = sum(not o.fresh for o in timed)
     calls = sum(o.fresh for o in outcomes)
     errors = sum(o.error is not None for o in outcomes)
-    return report.build(overall, per_category, latencies, calls, errors, cached)
+    built = report.build(overall, per_category, latencies, calls, errors, cached)
+    return built | {"wrong": wrong(per_example(examples, outcomes))}
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from guardproxy.lifecycle.scores import Confusion
 logger = logging.getLogger(__name__)
 COLUMNS = ("n", "support", "precision", "recall", "f1", "fpr")
 UNDEFINED = "undefined"  # a score whose denominator is zero (scores.py)
+LISTED_IDS = 50  # ids named in report.md per list; examples.jsonl has every example
 
 
 def build(
@@ -63,7 +64,23 @@ def markdown(report: dict[str, Any], title: str) -> str:
         f"{_cached(latency)}.",
         f"Support: the examples labelled with the category ({UNDEFINED}: a score over none).",
     ]
+    for kind, found in report.get("wrong", {}).items():
+        lines.append(f"{kind.replace('_', ' ').capitalize()}s ({len(found)}): {ids(found)}")
     return "\n".join(lines) + "\n"
+
+
+def ids(found: list[str]) -> str:
+    """Up to `LISTED_IDS` example ids, and how many more there are."""
+    shown = ", ".join(found[:LISTED_IDS]) or "none"
+    more = len(found) - LISTED_IDS
+    return shown + (f" and {more} more (examples.jsonl)" if more > 0 else "")
+
+
+def write_examples(rows: list[dict[str, Any]], folder: Path) -> Path:
+    """Each example's outcome, one JSON line each (evaluate.per_example)."""
+    path = folder / "examples.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
 
 
 def _cached(latency: dict[str, Any]) -> str:
