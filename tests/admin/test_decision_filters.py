@@ -13,10 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from guardproxy.audit.labels import Label, add_label, labelled_decisions
 from guardproxy.audit.query import DecisionFilter, each_decision, list_decisions
-from guardproxy.audit.store import open_engine
-from tests.audit.test_store import flushed, open_sink, record
+from guardproxy.audit.store import DatabaseSink, open_engine
+from tests.audit.test_postgres import URL as POSTGRES
+from tests.audit.test_postgres import database
+from tests.audit.test_store import flushed, record
 
 pytestmark = pytest.mark.anyio
+__all__ = ["database"]  # the fixture
 
 
 def shadow(n: int, action: str) -> dict[str, Any]:
@@ -25,10 +28,21 @@ def shadow(n: int, action: str) -> dict[str, Any]:
     return {"kind": "shadow", "request_id": f"req{n:05d}", "tenant": "acme", "shadow": body}
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The filters read JSON fields, which each dialect spells its own way: both are tried."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    if not POSTGRES:
+        pytest.skip("GUARDPROXY_TEST_POSTGRES is not set")
+    found: str = request.getfixturevalue("database")
+    return found
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+async def store(url: str) -> AsyncIterator[AsyncEngine]:
     """req00000..req00007: a pass and a block of each kind, shadowed where it parts or agrees."""
-    sink = await open_sink(tmp_path)
+    sink = await DatabaseSink.open(url)
     monitored: dict[str, Any] = {"action": "monitor"}
     made: list[dict[str, Any]] = [
         {"action": "allow"},  # 0: shadow would block
@@ -47,7 +61,7 @@ async def store(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         sink.write(shadow(n, action))
     sink.write(shadow(5, "block"))
     await sink.aclose()
-    engine = open_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    engine = open_engine(url)
     yield engine
     await engine.dispose()
 
