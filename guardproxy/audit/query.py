@@ -126,15 +126,14 @@ def _labelled(choice: str) -> ColumnElement[bool]:
 
 def _disagrees(choice: str) -> ColumnElement[bool]:
     """Live and shadow parted: one let the content through where the other would stop it."""
-    shadow = decisions.c.shadow["action"].as_string()
+    shadow = decisions.c.shadow_action
     if choice == "would_block":
         return and_(_live_passed(), shadow.in_(STOPS))
     return and_(_live_stopped(), shadow.in_(PASSES))
 
 
 def _would_block(value: bool) -> ColumnElement[bool]:
-    flag: ColumnElement[Any] = decisions.c.record["would_block"].as_boolean()
-    return flag == (true() if value else false())
+    return decisions.c.would_block == (true() if value else false())
 
 
 def _live_stopped() -> ColumnElement[bool]:
@@ -150,11 +149,7 @@ def _live_passed() -> ColumnElement[bool]:
 
 # What a list row shows besides the columns: a monitored decision's `would_block` and `would`,
 # and the shadow policy's action (the documents themselves stay out of a page of rows).
-LISTED_DOCUMENT_FIELDS = (
-    decisions.c.record["would_block"].as_boolean().label("would_block"),
-    decisions.c.record["would"].label("would"),
-    decisions.c.shadow["action"].as_string().label("shadow_action"),
-)
+LISTED_DOCUMENT_FIELDS = (decisions.c.record["would"].label("would"),)
 KEYSET = (decisions.c.time, decisions.c.id)  # the list's order, newest first
 LISTED = (
     *(c for c in decisions.c if c.name not in ("record", "content", "shadow")),

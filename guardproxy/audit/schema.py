@@ -52,11 +52,16 @@ decisions = Table(
     Column("record", DOCUMENT, nullable=False),
     Column("content", DOCUMENT),  # only where the tenant opted in (audit_content)
     Column("shadow", DOCUMENT),  # the tenant's shadow policy's decision, written after the live one
+    # Copied out of the documents for the list's filters (revision 0005): a monitored
+    # decision's would_block, and the shadow policy's action.
+    Column("would_block", Boolean),
+    Column("shadow_action", String(16)),
     Index("ix_decisions_time", "time"),
     Index("ix_decisions_tenant_time", "tenant", "time"),
     Index("ix_decisions_action_time", "action", "time"),
     Index("ix_decisions_guard_time", "guard", "time"),
     Index("ix_decisions_api_time", "api", "time"),
+    Index("ix_decisions_shadow_action_time", "shadow_action", "time"),
 )
 
 decision_categories = Table(

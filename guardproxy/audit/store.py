@@ -221,7 +221,9 @@ class DatabaseSink:
                 # Queued after its live record, so that row exists by now.
                 match = decisions.c.request_id == shadow["request_id"]
                 await connection.execute(
-                    update(decisions).where(match).values(shadow=shadow["shadow"])
+                    update(decisions)
+                    .where(match)
+                    .values(shadow=shadow["shadow"], shadow_action=_action_of(shadow["shadow"]))
                 )
 
     def _lose(self, records: list[dict[str, Any]], reason: str) -> None:
@@ -251,7 +253,13 @@ def decision_row(record: dict[str, Any]) -> dict[str, Any]:
         "total_ms": record.get("total_ms"),
         "record": {k: v for k, v in record.items() if k != "content"},
         "content": record.get("content"),
+        "would_block": record.get("would_block") if record.get("action") == "monitor" else None,
     }
+
+
+def _action_of(shadow: Any) -> str | None:
+    action = shadow.get("action") if isinstance(shadow, dict) else None
+    return str(action)[:16] if action is not None else None
 
 
 def category_rows(record: dict[str, Any]) -> list[dict[str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from guardproxy.audit.query import (
@@ -103,8 +103,11 @@ async def test_the_migration_counts_the_decisions_stored_before_it(tmp_path: Pat
     async with engine.begin() as connection:  # ... a trail as revision 0004 left it
         await connection.run_sync(upgrade_to, "0004")
         await connection.execute(text(f"ATTACH '{tmp_path / 'audit.db'}' AS today"))
-        for table in ("decisions", "decision_categories"):
-            await connection.execute(text(f"INSERT INTO {table} SELECT * FROM today.{table}"))
+        for table in ("decisions", "decision_categories"):  # the columns 0004 had
+            names = ", ".join(c["name"] for c in await columns_of(connection, table))
+            await connection.execute(
+                text(f"INSERT INTO {table} ({names}) SELECT {names} FROM today.{table}")
+            )
     async with engine.begin() as connection:
         await connection.execute(text("DETACH today"))
     await migrate(engine)
@@ -163,3 +166,10 @@ async def test_counts_and_charts_from_the_rollups_agree_with_counting_decisions(
     assert sum(sum(t.requests) for t in traffic.values()) == 500
     assert sum(sum(t.blocks) for t in traffic.values()) == 167  # n % 3 == 0 of 0..499
     await sink.aclose()
+
+
+async def columns_of(connection: Any, table: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = await connection.run_sync(
+        lambda sync: inspect(sync).get_columns(table)
+    )
+    return found

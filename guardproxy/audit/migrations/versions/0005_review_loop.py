@@ -25,6 +25,18 @@ HOUR_OF_TIME = {
     "sqlite": "substr(d.time, 1, 13) || ':00:00.000000'",
     "postgresql": "date_trunc('hour', d.time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
 }
+# A monitored decision's would_block and the shadow's action, as columns the list filters on
+# (reading them out of every row's JSON took 0.67 s over 200k decisions).
+FILTERED_FIELDS = {
+    "sqlite": (
+        "UPDATE decisions SET would_block = json_extract(record, '$.would_block'),"
+        " shadow_action = json_extract(shadow, '$.action')"
+    ),
+    "postgresql": (
+        "UPDATE decisions SET would_block = (record->>'would_block')::boolean,"
+        " shadow_action = shadow->>'action'"
+    ),
+}
 BACKFILL_HOURLY = """
 INSERT INTO rollup_hourly (hour, tenant, action, requests, guard_ms, total_ms)
 SELECT {hour}, coalesce(d.tenant, ''), d.action, count(*),
@@ -86,6 +98,11 @@ def upgrade() -> None:
         sa.Column("category", sa.String(128), primary_key=True),
         sa.Column("blocks", ID, nullable=False),
     )
+    with op.batch_alter_table("decisions") as batch:
+        batch.add_column(sa.Column("would_block", sa.Boolean))
+        batch.add_column(sa.Column("shadow_action", sa.String(16)))
+    op.execute(FILTERED_FIELDS[op.get_bind().dialect.name])
+    op.create_index("ix_decisions_shadow_action_time", "decisions", ["shadow_action", "time"])
     with op.batch_alter_table("admin_sessions") as batch:
         batch.add_column(sa.Column("user", sa.String(128)))
         batch.add_column(sa.Column("role", sa.String(16)))
@@ -101,6 +118,10 @@ def _backfill_rollups() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_decisions_shadow_action_time", "decisions")
+    with op.batch_alter_table("decisions") as batch:
+        batch.drop_column("shadow_action")
+        batch.drop_column("would_block")
     with op.batch_alter_table("admin_sessions") as batch:
         batch.drop_column("tenants")
         batch.drop_column("role")
