@@ -187,6 +187,16 @@ def _auto_workers(path: Path) -> int:
     return workers
 
 
+def _forwarded(path: Path) -> dict[str, str]:
+    """uvicorn trusts `X-Forwarded-For`/`-Proto` from the same proxies as the audit record's
+    `trusted_proxies`, so one list decides the client's address and scheme. An explicit
+    FORWARDED_ALLOW_IPS (uvicorn's own variable) still wins."""
+    trusted = load_settings(path, dict(os.environ)).trusted_proxies
+    if not trusted or "FORWARDED_ALLOW_IPS" in os.environ:
+        return {}
+    return {"forwarded_allow_ips": ",".join(str(network) for network in trusted)}
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -199,6 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
     options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
     if args.log_format == "json":
         options["log_config"] = None  # uvicorn's own lines go through the JSON root handler
+    options |= _forwarded(path)
     workers = args.workers if isinstance(args.workers, int) else _auto_workers(path)
     if workers == 1:
         uvicorn.run(_app(path, 1), **options)
