@@ -28,7 +28,8 @@ from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
 from guardproxy.observe.logs import configure as configure_logs
-from guardproxy.pipeline.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange, runner
+from guardproxy.pipeline.chain import chain_for, runner
+from guardproxy.pipeline.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange
 from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
@@ -340,8 +341,10 @@ async def _judge(
         images = (GuardImage("--image", image),) if image else ()
         answers = (args.response,) if args.response is not None else ()
         case = Case(args.text, images, (), answers, image)
-        run = runner(build_guard(client, settings.guards[tenant.guard]))
-        return await judge_exchange(run, tenant, profile, case, Masker.for_policy(tenant.redaction))
+        chain = chain_for(tenant, lambda name: runner(build_guard(client, settings.guards[name])))
+        return await judge_exchange(
+            chain, tenant, profile, case, Masker.for_policy(tenant.redaction)
+        )
 
 
 def _image_url(image: str) -> str:

@@ -11,7 +11,7 @@ from guardproxy.errors import RequestError
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
 from guardproxy.pipeline.checks import CheckResult
-from guardproxy.pipeline.judging import Case, judge_exchange, runner
+from guardproxy.pipeline.judging import Case, judge_exchange
 
 if TYPE_CHECKING:
     from guardproxy.server.runtime import Runtime
@@ -66,7 +66,7 @@ async def run_playground(runtime: Runtime, case: PlaygroundCase) -> PlaygroundRe
     images = (GuardImage("image", image),) if image else ()
     answers = (case.response,) if case.response else ()
     judged = Case(case.prompt, images, (), answers, image)
-    judgement = await judge_exchange(runner(route.guard), tenant, profile, judged, route.masker)
+    judgement = await judge_exchange(route.chain, tenant, profile, judged, route.masker)
     checked = judgement.checked
     direction = "output" if checked is judgement.output else "input"
     would = judgement.decided.value if judgement.monitor else ""

@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 import httpx
 
-from guardproxy.config import Settings
+from guardproxy.config import GuardSettings, Settings
 from guardproxy.core.verdict import GuardInput
 from guardproxy.guards.client import build_guard
-from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
+from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls
 from guardproxy.lifecycle.verdicts import VerdictFile
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
+from guardproxy.pipeline.chain import Runner, chain_for
 from guardproxy.pipeline.checks import CheckResult, CheckStatus, Guard, run_checks
 from guardproxy.pipeline.decision import Action
 from guardproxy.pipeline.judging import Case, Judgement, judge_exchange
@@ -54,9 +55,9 @@ class Judge:
         pace: Callable[[], Awaitable[None]] | None = None,  # awaited before each guard call
     ) -> None:
         self.tenant, self.fetcher, self.verdicts, self.pace = tenant, fetcher, verdicts, pace
-        self.guard_settings = settings.guards[tenant.guard]
-        self.guard: Guard = build_guard(client, self.guard_settings)
-        self.protocol = GUARD_PROTOCOLS[self.guard_settings.protocol](self.guard_settings)
+        self.guards = {
+            name: JudgeGuard.of(client, settings.guards[name]) for name in tenant.guard_names
+        }
         self.profiles = build_profiles(tenant, policies.regions)
         self.masker = Masker.for_policy(tenant.redaction)
 
@@ -72,8 +73,23 @@ class Judge:
         case = Case(prompt, images, (), answers, image_data)
         calls = Calls(self)
         profile = select_profile(self.profiles, None)
-        judgement = await judge_exchange(calls.run, self.tenant, profile, case, self.masker)
+        chain = chain_for(self.tenant, calls.runner)
+        judgement = await judge_exchange(chain, self.tenant, profile, case, self.masker)
         return outcome(judgement, calls.fresh)
+
+
+@dataclass(frozen=True)
+class JudgeGuard:
+    """One guard of the tenant's chain, and how its requests are keyed in the verdict file."""
+
+    guard: Guard
+    settings: GuardSettings
+    protocol: GuardProtocol
+
+    @classmethod
+    def of(cls, client: httpx.AsyncClient, settings: GuardSettings) -> JudgeGuard:
+        protocol = GUARD_PROTOCOLS[settings.protocol](settings)
+        return cls(build_guard(client, settings), settings, protocol)
 
 
 class Calls:
@@ -83,15 +99,25 @@ class Calls:
         self.judge = judge
         self.fresh = 0
 
-    async def run(self, checks: list[GuardInput], labels: Sequence[str]) -> CheckResult:
+    def runner(self, name: str) -> Runner:
+        """The checks of the chain's guard `name`, each guard's keyed by its own URL."""
+
+        async def run(checks: list[GuardInput], labels: Sequence[str]) -> CheckResult:
+            return await self.run(self.judge.guards[name], checks, labels)
+
+        return run
+
+    async def run(
+        self, guard: JudgeGuard, checks: list[GuardInput], labels: Sequence[str]
+    ) -> CheckResult:
         judge = self.judge
-        bodies = [judge.protocol.build_request(c) for check in checks for c in guard_calls(check)]
-        key = VerdictFile.key(judge.guard_settings.url, bodies)
+        bodies = [guard.protocol.build_request(c) for check in checks for c in guard_calls(check)]
+        key = VerdictFile.key(guard.settings.url, bodies)
         result = judge.verdicts.get(key)
         if result is None:
             if judge.pace is not None:
                 await judge.pace()
-            result = await run_checks(judge.guard, checks, labels)  # it times the calls
+            result = await run_checks(guard.guard, checks, labels)  # it times the calls
             self.fresh += len(bodies)
             judge.verdicts.put(key, result)
         return result

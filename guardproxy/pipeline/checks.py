@@ -62,6 +62,7 @@ class CheckResult:
     # prompt was unsafe too these may be the prompt's (nemotron-3.5-v1.1.md §2.3).
     shared_with_prompt: tuple[str, ...] = ()
     overloaded: bool = False  # no verdict because the guard shed the call (never allowed)
+    guards: tuple[dict[str, object], ...] = ()  # each guard's verdict, for a chain of several
 
     def summary(self, reasoning: bool = False, detail: bool = False) -> dict[str, object]:
         """The check as the client and the audit log see it (never the raw guard output).
@@ -86,6 +87,11 @@ class CheckResult:
                 result["cached"] = sum(c.cached for c in calls)
         if self.parts:
             result["parts"] = list(self.parts)
+        if self.guards:
+            hidden = () if detail else ("error",)
+            result["guards"] = [
+                {k: v for k, v in g.items() if k not in hidden} for g in self.guards
+            ]
         return result
 
     @property
@@ -132,7 +138,37 @@ class CheckResult:
             tuple(dict.fromkeys((*self.unknown_categories, *other.unknown_categories))),
             tuple(dict.fromkeys((*self.shared_with_prompt, *other.shared_with_prompt))),
             self.overloaded or other.overloaded,
+            _merged_guards(self.guards, other.guards),
         )
+
+
+def _merged_guards(
+    first: tuple[dict[str, object], ...], second: tuple[dict[str, object], ...]
+) -> tuple[dict[str, object], ...]:
+    """Two checks' per-guard verdicts (a stream's windows) as one per guard: the worse
+    status, categories and flagged turns united, latencies summed."""
+    merged = {str(g["guard"]): dict(g) for g in first}
+    for guard in second:
+        name = str(guard["guard"])
+        merged[name] = _merged_guard(merged[name], guard) if name in merged else dict(guard)
+    return tuple(merged.values())
+
+
+def _merged_guard(one: dict[str, object], other: dict[str, object]) -> dict[str, object]:
+    statuses = (CheckStatus(str(one["status"])), CheckStatus(str(other["status"])))
+    merged = {**one, **other, "status": max(statuses, key=STATUS_SEVERITY.index).value}
+    for key in ("categories", "flagged"):
+        united = [*_listed(one.get(key)), *_listed(other.get(key))]
+        if united:
+            merged[key] = list(dict.fromkeys(united))
+    latencies = [x for x in (one.get("latency_ms"), other.get("latency_ms")) if x is not None]
+    if latencies:
+        merged["latency_ms"] = round(sum(float(str(x)) for x in latencies), 2)
+    return merged
+
+
+def _listed(value: object) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 def _call_summary(call: Verdict) -> dict[str, object]:

@@ -33,12 +33,8 @@ from guardproxy.pipeline.answers import (
     mask_answer,
     upstream_error_names,
 )
-from guardproxy.pipeline.checks import (
-    OFF,
-    Guard,
-    conversation_checks,
-    run_checks,
-)
+from guardproxy.pipeline.chain import Chain
+from guardproxy.pipeline.checks import OFF
 from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.content import ContentCapture
 from guardproxy.pipeline.decision import Action
@@ -61,7 +57,7 @@ class Route:
     """What one tenant's requests go through; built once per policy set."""
 
     tenant: TenantPolicy
-    guard: Guard
+    chain: Chain  # the tenant's guards
     upstream: Upstream
     profiles: dict[str, Profile]
     masker: Masker
@@ -100,9 +96,8 @@ async def handle_chat(
         exchange.content = ContentCapture(tenant.audit_content, route.masker, request.prompt, image)
     forwarded = replace(incoming, request=media.forwarded(request, tenant.images.forward))
     if route.shadow is not None:
-        turns = request.turns(route.shadow.tenant.input.judge_system)
         images, context = media.guard_images(), media.context_image()
-        exchange.judged = Judged(request.prompt, turns, images, context, region)
+        exchange.judged = Judged(request.prompt, request.history, images, context, region)
     return await ChatFlow(route, profile, forwarded, exchange, media).run()
 
 
@@ -143,7 +138,7 @@ class ChatFlow:
         if not reply.content_type.startswith("text/event-stream"):
             await reply.aclose()  # a "stream" that is not SSE cannot be checked as one
             raise UpstreamError("The upstream LLM answered a streaming request without SSE.")
-        streamed = StreamedAnswer(self.enforcer, self.stream_codec, self.route.guard, self.masker)
+        streamed = StreamedAnswer(self.enforcer, self.stream_codec, self.route.chain, self.masker)
         if self.tenant.output.enabled and self._buffer_stream():
             return await streamed.buffered(reply)
         return await streamed.moderated(reply)
@@ -187,15 +182,12 @@ class ChatFlow:
         if not self.tenant.input.enabled:
             self.exchange.input = OFF
             return body
-        rules = self.profile.input
-        images = self.media.guard_images()
-        turns = self.request.turns(self.tenant.input.judge_system)
+        rules, chain = self.profile.input, self.route.chain
+        images, history = self.media.guard_images(), self.request.history
         limits = self.tenant.input  # window_chars, and the cap: past it a 400, nothing sent
-        checks, labels = conversation_checks(
-            self.request.prompt, images, turns, rules, limits.window_chars, limits.max_guard_calls
-        )
-        result = await run_checks(self.route.guard, checks, labels)
+        result = await chain.judge_input(self.request.prompt, images, history, rules, limits)
         self.exchange.input = result
+        turns = chain.judged_turns(history, limits.judge_system)
         texts = [self.request.prompt, *(turn.text for turn in turns)]
         ruling = self.enforcer.act(result, rules, "input", texts)
         if ruling.action is Action.REDACT:
@@ -251,7 +243,7 @@ class ChatFlow:
         if self.tenant.output.enabled:
             rules = self.profile.output
             answers = self.enforcer.output_checks(texts)
-            result = await run_checks(self.route.guard, answers)
+            result = await self.route.chain.judge_output(answers)
             self.exchange.output = result
             ruling = self.enforcer.act(result, rules, "output", texts)
             if ruling.action is Action.BLOCK:

@@ -6,36 +6,26 @@ that says what the proxy would do (shadow policies, the playground, `eval`, `rep
                   ─► redact, or block when nothing of the categories can be masked
                   ─► monitor: recorded as what it would have done, then allowed
 
-`judge_exchange` judges a whole exchange the way the pipeline does: the input first (the last
-user turn with its images, then the earlier turns), and the answers in context only when the
-input passes.
+`judge_exchange` judges a whole exchange the way the pipeline does, on the tenant's guard
+chain: the input first (the last user turn with its images, then the earlier turns), and the
+answers in context only when the input passes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from guardproxy.core.conversation import Turn
-from guardproxy.core.verdict import GuardInput
 from guardproxy.media.request import GuardImage
-from guardproxy.pipeline.checks import (
-    SKIPPED,
-    CheckResult,
-    Guard,
-    conversation_checks,
-    output_checks,
-    run_checks,
-)
+from guardproxy.pipeline.chain import Chain
+from guardproxy.pipeline.checks import SKIPPED, CheckResult, output_checks
 from guardproxy.pipeline.decision import Action, categories_to_redact, decide, most_severe_action
 from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import TenantPolicy
 from guardproxy.policy.profile import DirectionRules, Profile
 from guardproxy.redaction import CATEGORY_DETECTORS
 
-# Runs a list of checks (with a label each) on the tenant's guard: `run_checks` on a guard, or
-# one that answers from a verdict file first (`eval`, `replay`).
-Runner = Callable[[list[GuardInput], Sequence[str]], Awaitable[CheckResult]]
 STOPS = frozenset({Action.BLOCK, Action.FAIL})  # the exchange ends at this direction
 
 
@@ -93,7 +83,8 @@ def redaction_types(
 @dataclass(frozen=True)
 class Case:
     """An exchange as the proxy judges it, whatever brought it: the last user turn and its
-    images, the earlier turns, and the answers (judged in context with the last turn)."""
+    images, the earlier turns (the whole history: each guard takes the turns it judges), and
+    the answers (judged in context with the last turn)."""
 
     prompt: str
     images: tuple[GuardImage, ...] = ()
@@ -137,33 +128,22 @@ class Judgement:
 
 
 async def judge_exchange(
-    run: Runner, tenant: TenantPolicy, profile: Profile, case: Case, masker: Masker
+    chain: Chain, tenant: TenantPolicy, profile: Profile, case: Case, masker: Masker
 ) -> Judgement:
     """The exchange as the pipeline judges it, for a tool that must say what it would do."""
     monitor = tenant.mode == "monitor"
     ruling = NOT_JUDGED
     if tenant.input.enabled:
         rules, limits = profile.input, tenant.input
-        checks, labels = conversation_checks(
-            case.prompt, list(case.images), case.turns, rules, limits.window_chars,
-            limits.max_guard_calls,
-        )  # fmt: skip
-        texts = [case.prompt, *(turn.text for turn in case.turns)]
-        ruling = rule(await run(checks, labels), tenant, rules, texts, masker, monitor)
+        result = await chain.judge_input(case.prompt, case.images, case.turns, rules, limits)
+        judged = chain.judged_turns(case.turns, limits.judge_system)
+        texts = [case.prompt, *(turn.text for turn in judged)]
+        ruling = rule(result, tenant, rules, texts, masker, monitor)
     if ruling.action in STOPS or not tenant.output.enabled or not case.answers:
         return Judgement(ruling, NOT_JUDGED, monitor)
     rules = profile.output
     checks = output_checks(
         case.prompt, case.context_image, list(case.answers), rules, tenant.output.window_chars
     )
-    answer = rule(await run(checks, ()), tenant, rules, case.answers, masker, monitor)
+    answer = rule(await chain.judge_output(checks), tenant, rules, case.answers, masker, monitor)
     return Judgement(ruling, answer, monitor)
-
-
-def runner(guard: Guard) -> Runner:
-    """Checks run on `guard` as the pipeline runs them."""
-
-    async def run(checks: list[GuardInput], labels: Sequence[str]) -> CheckResult:
-        return await run_checks(guard, checks, labels)
-
-    return run

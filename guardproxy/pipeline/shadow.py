@@ -10,8 +10,8 @@ from typing import Any
 
 from guardproxy.core.conversation import Turn
 from guardproxy.media.request import GuardImage
-from guardproxy.pipeline.checks import Guard
-from guardproxy.pipeline.judging import Case, judge_exchange, runner
+from guardproxy.pipeline.chain import Chain
+from guardproxy.pipeline.judging import Case, judge_exchange
 from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import RegionPack, TenantPolicy
 from guardproxy.policy.profile import Profile, build_profiles, select_profile
@@ -22,7 +22,7 @@ class Judged:
     """What the live checks judged, kept for the shadow."""
 
     prompt: str
-    turns: Sequence[Turn]
+    turns: Sequence[Turn]  # the whole history: the shadow's guards pick the turns they judge
     images: list[GuardImage]
     context_image: str | None
     region: str | None
@@ -33,16 +33,16 @@ class Judged:
 class ShadowRoute:
     name: str
     tenant: TenantPolicy
-    guard: Guard
+    chain: Chain
     profiles: dict[str, Profile]
     masker: Masker
 
     @classmethod
     def of(
-        cls, live: TenantPolicy, shadow: TenantPolicy, guard: Guard, packs: dict[str, RegionPack]
+        cls, live: TenantPolicy, shadow: TenantPolicy, chain: Chain, packs: dict[str, RegionPack]
     ) -> ShadowRoute:
         profiles = build_profiles(shadow, packs)
-        return cls(live.shadow or "", shadow, guard, profiles, Masker.for_policy(shadow.redaction))
+        return cls(live.shadow or "", shadow, chain, profiles, Masker.for_policy(shadow.redaction))
 
 
 async def judge_shadow(route: ShadowRoute, judged: Judged) -> dict[str, Any]:
@@ -55,7 +55,7 @@ async def judge_shadow(route: ShadowRoute, judged: Judged) -> dict[str, Any]:
         judged.context_image,
     )
     profile = select_profile(route.profiles, judged.region)
-    judgement = await judge_exchange(runner(route.guard), route.tenant, profile, case, route.masker)
+    judgement = await judge_exchange(route.chain, route.tenant, profile, case, route.masker)
     verdicts = {"input": judgement.input.result, "output": judgement.output.result}
     return {
         "action": judgement.decided.value,

@@ -14,7 +14,8 @@ from functools import partial
 
 from starlette.responses import Response
 
-from guardproxy.pipeline.checks import OFF, PENDING, CheckResult, Guard, run_checks
+from guardproxy.pipeline.chain import Chain
+from guardproxy.pipeline.checks import OFF, PENDING, CheckResult
 from guardproxy.pipeline.codec import StreamCodec
 from guardproxy.pipeline.decision import Action
 from guardproxy.pipeline.enforce import Enforcer, guard_failure
@@ -35,15 +36,15 @@ from guardproxy.upstreams.base import UpstreamReply
 
 @dataclass
 class WindowJudge:
-    """One stream's window checks: the tenant's output check on the guard, and its ruling
+    """One stream's window checks: the tenant's output check on its guards, and its ruling
     through the judging core. The masker already runs every `redact` category's detectors on
     the stream, so a `redact` it can act on passes."""
 
     enforcer: Enforcer
-    guard: Guard
+    chain: Chain
 
     async def check(self, text: str) -> CheckResult:
-        result = await run_checks(self.guard, self.enforcer.output_checks([text]))
+        result = await self.chain.judge_output(self.enforcer.output_checks([text]))
         exchange = self.enforcer.exchange
         exchange.output = exchange.output.merge(result)
         return result
@@ -61,7 +62,7 @@ class WindowJudge:
 class StreamedAnswer:
     enforcer: Enforcer
     codec: StreamCodec
-    guard: Guard
+    chain: Chain  # the tenant's guards that judge answers
     masker: Masker  # the output direction's, counting what it masks
 
     async def moderated(self, reply: UpstreamReply) -> Response:
@@ -77,7 +78,7 @@ class StreamedAnswer:
             exchange.output = OFF
             return relay_response(reply, exchange, self.codec, masking)
         exchange.output = PENDING
-        judge = WindowJudge(enforcer, self.guard)
+        judge = WindowJudge(enforcer, self.chain)
         moderation = Moderation(judge.check, judge.judge, self._cut_off_events)
         moderator = ChunkedModerator(reply, enforcer.tenant.output, moderation, self.codec, masking)
         exchange.moderation = moderator.stats
@@ -103,7 +104,7 @@ class StreamedAnswer:
         exchange.usage = self.codec.consumed()
         texts = self.codec.texts(buffered.events)
         enforcer.capture(texts)
-        result = await run_checks(self.guard, enforcer.output_checks(texts))
+        result = await self.chain.judge_output(enforcer.output_checks(texts))
         exchange.output = result
         ruling = enforcer.act(result, enforcer.profile.output, "output", texts)
         if ruling.action is Action.BLOCK:

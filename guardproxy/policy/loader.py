@@ -28,8 +28,10 @@ from guardproxy.guards.protocols import (
     guard_calls,
 )
 from guardproxy.pipeline.masking import Masker
+from guardproxy.policy.chain import with_answer_judges
 from guardproxy.policy.model import (
     DEFAULT_REFUSAL,
+    GUARD_KEYS,
     PolicySet,
     RegionPack,
     TenantPolicy,
@@ -80,6 +82,7 @@ def load_policies(settings: Settings, env: dict[str, str]) -> PolicySet:
     problems.extend(_cross_check(settings, tenants, regions))
     if problems:
         raise InvalidConfig(problems)
+    tenants = [(with_answer_judges(settings, policy), doc) for policy, doc in tenants]
     if not tenants:
         raise ConfigError("no tenant policies (*.yaml) found", str(folder))
     shadows = {
@@ -91,6 +94,7 @@ def load_policies(settings: Settings, env: dict[str, str]) -> PolicySet:
     problems.extend(_cross_check(settings, [(s, d) for s, d in shadows.values()], regions))
     if problems:
         raise InvalidConfig(problems)
+    shadows = {t: (with_answer_judges(settings, s), d) for t, (s, d) in shadows.items()}
     by_key = {digest: policy for policy, _ in tenants for digest in policy.key_digests()}
     packs = {r.region: r for r in regions}
     tenant_set = {p.tenant: p for p, _ in tenants}
@@ -145,7 +149,7 @@ def _load_shadow(
     top = documents[stem]
     if not isinstance(top.data, dict):
         raise top.error((), "a policy file must be a mapping")
-    shadow = top.merged_over(merged)
+    shadow = _merged(top, merged)
     data = {k: v for k, v in shadow.data.items() if k not in ("shadow", "extends")}
     shadow = YamlDocument(data, shadow.file, shadow.lines, shadow.files)
     return load_model(TenantPolicy, shadow), shadow
@@ -171,7 +175,17 @@ def _resolve(stem: str, documents: dict[str, YamlDocument], chain: tuple[str, ..
     if parent_stem in (*chain, stem):
         cycle = " -> ".join((*chain, stem, parent_stem))
         raise document.error(("extends",), f"extends: cycle {cycle}")
-    return own.merged_over(_resolve(parent_stem, documents, (*chain, stem)))
+    return _merged(own, _resolve(parent_stem, documents, (*chain, stem)))
+
+
+def _merged(top: YamlDocument, base: YamlDocument) -> YamlDocument:
+    """`top` over `base`, as `extends` merges; a `guard` or `guards` in `top` replaces either
+    in `base`, so a tenant may give a chain over a base that names one guard."""
+    named = isinstance(top.data, dict) and any(key in top.data for key in GUARD_KEYS)
+    if named and isinstance(base.data, dict):
+        data = {k: v for k, v in base.data.items() if k not in GUARD_KEYS}
+        base = YamlDocument(data, base.file, base.lines, base.files)
+    return top.merged_over(base)
 
 
 def _find(name: Any, documents: dict[str, YamlDocument]) -> str | None:
@@ -248,9 +262,7 @@ def _cross_check(
 def _check_references(
     settings: Settings, policy: TenantPolicy, doc: YamlDocument, packs: dict[str, RegionPack]
 ) -> list[ConfigError]:
-    problems: list[ConfigError] = []
-    if policy.guard not in settings.guards:
-        problems.append(doc.error(("guard",), f"guard: unknown guard {policy.guard!r}"))
+    problems = _check_guard_names(settings, policy, doc)
     if policy.upstream not in settings.upstreams:
         problems.append(doc.error(("upstream",), f"upstream: unknown upstream {policy.upstream!r}"))
     for key in ("regions", "allowed_regions"):
@@ -280,28 +292,44 @@ def _check_references(
     custom |= set(policy.extra_categories)
     problems += _check_categories(doc, policy.input.categories, ("input", "categories"), custom)
     problems += _check_categories(doc, policy.output.categories, ("output", "categories"), custom)
-    if policy.guard in settings.guards and not problems:
-        problems += _check_guard_fits(settings, policy, doc, packs)
+    for name in policy.guard_names if not problems else ():
+        problems += _check_guard_fits(settings, policy, doc, packs, name)
     return problems
 
 
-def _check_guard_fits(
-    settings: Settings, policy: TenantPolicy, doc: YamlDocument, packs: dict[str, RegionPack]
+def _check_guard_names(
+    settings: Settings, policy: TenantPolicy, doc: YamlDocument
 ) -> list[ConfigError]:
-    """Refuse a policy the tenant's guard cannot be told: custom categories or rules for a
+    """Every guard of the chain is configured (the key path as the file gave it)."""
+    single = len(policy.guards) == 1 and doc.lines.get(("guard",)) is not None
+    return [
+        doc.error(("guard",) if single else ("guards", i), f"guard: unknown guard {entry.guard!r}")
+        for i, entry in enumerate(policy.guards)
+        if entry.guard not in settings.guards
+    ]
+
+
+def _check_guard_fits(
+    settings: Settings,
+    policy: TenantPolicy,
+    doc: YamlDocument,
+    packs: dict[str, RegionPack],
+    name: str,
+) -> list[ConfigError]:
+    """Refuse a policy a guard of the tenant cannot be told: custom categories or rules for a
     fixed-taxonomy model, or a policy_mode its protocol does not have."""
-    protocol = settings.guards[policy.guard].protocol
+    protocol = settings.guards[name].protocol
     caps = GUARD_CAPABILITIES[protocol]
     problems: list[ConfigError] = []
     if policy.policy_mode not in caps.policy_modes:
         message = f"policy_mode: {policy.policy_mode!r} needs a nemotron-content-safety guard"
-        problems.append(doc.error(("policy_mode",), f"{message}; {policy.guard!r} is {protocol}"))
-    guard = GUARD_PROTOCOLS[protocol](settings.guards[policy.guard])
+        problems.append(doc.error(("policy_mode",), f"{message}; {name!r} is {protocol}"))
+    guard = GUARD_PROTOCOLS[protocol](settings.guards[name])
     for profile in build_profiles(policy, packs).values():
         for rules in (profile.input, profile.output):
             if _sends_both_modes(guard, rules.guard_policy):
                 message = (
-                    f"guard {policy.guard!r} would send custom_policy and custom_taxonomy "
+                    f"guard {name!r} would send custom_policy and custom_taxonomy "
                     "together (its chat_template_kwargs set one, the tenant's policy_mode the "
                     "other); the two modes are mutually exclusive"
                 )
@@ -309,7 +337,7 @@ def _check_guard_fits(
             needs = _unsupported(rules.guard_policy.custom, rules.guard_policy.rules, caps)
             if needs:
                 message = (
-                    f"guard {policy.guard!r} ({protocol}) cannot be told {needs}; "
+                    f"guard {name!r} ({protocol}) cannot be told {needs}; "
                     "use a Nemotron guard or drop them (regions add rules)"
                 )
                 return [*problems, doc.error(("guard",), message)]
@@ -371,4 +399,4 @@ def load_candidate(settings: Settings, env: dict[str, str], path: Path) -> Tenan
     if problems:
         raise InvalidConfig(problems)
     policy: TenantPolicy = loaded[0]
-    return policy
+    return with_answer_judges(settings, policy)

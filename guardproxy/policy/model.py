@@ -25,6 +25,10 @@ HASHED_KEY = re.compile(r"sha256:([0-9a-f]{64})")
 REGION_CODE = r"^[A-Z]{2}$"
 
 CategoryAction = Literal["block", "redact", "flag", "allow"]
+# The kinds of turn a guard of a chain may be given: the client's own, tool and function
+# results, operator text (system and developer messages, retrieved documents) and answers.
+TurnKind = Literal["user", "tool", "system", "assistant"]
+GUARD_KEYS = ("guard", "guards")  # a tenant names one of them; a child's replaces its parent's
 
 
 def _on_off(value: Any) -> Any:
@@ -41,6 +45,21 @@ class CustomCategory(Frozen):
     name: str = Field(min_length=1)
     description: str = ""
     action: CategoryAction = "block"
+
+
+def _named(entry: Any) -> Any:
+    """A chain entry given as a bare guard name."""
+    return {"guard": entry} if isinstance(entry, str) else entry
+
+
+class ChainedGuard(Frozen):
+    """One guard of a tenant's chain, and what it judges."""
+
+    guard: str = Field(min_length=1)
+    # None: every turn a single `guard:` judges (operator text with `input.judge_system`).
+    turns: tuple[TurnKind, ...] | None = Field(default=None, min_length=1)
+    # Whether it judges answers; None: as its protocol says (`judges_answers`), resolved on load.
+    output: bool | None = None
 
 
 class InputPolicy(Frozen):
@@ -139,7 +158,9 @@ class RedactionPolicy(Frozen):
 class TenantPolicy(Frozen):
     tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     keys: tuple[str, ...] = Field(min_length=1)
-    guard: str
+    # `guard: NAME` is read as a chain of one (`_one_guard_key`); `guards:` runs several in
+    # parallel on each check, their verdicts combined (pipeline/chain.py).
+    guards: tuple[Annotated[ChainedGuard, BeforeValidator(_named)], ...] = Field(min_length=1)
     upstream: str
     on_block: Literal["refusal", "error"] = "refusal"
     # One text, or one per language (`{en: ..., de: ...}`); see refusals.py for the choice.
@@ -173,6 +194,24 @@ class TenantPolicy(Frozen):
     redaction: RedactionPolicy = RedactionPolicy()
     images: ImagesSettings = ImagesSettings()
     video: VideoSettings = VideoSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_guard_key(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "guard" not in data:
+            return data
+        if "guards" in data:
+            raise ValueError("give either guard or guards, not both")
+        return {**{k: v for k, v in data.items() if k != "guard"}, "guards": [data["guard"]]}
+
+    @property
+    def guard(self) -> str:
+        """The chain's names as one label (the audit's `guard` column, `policy show`)."""
+        return ",".join(entry.guard for entry in self.guards)
+
+    @property
+    def guard_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(entry.guard for entry in self.guards))
 
     @field_validator("keys")
     @classmethod

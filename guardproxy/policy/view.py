@@ -9,7 +9,7 @@ from guardproxy.core.verdict import Direction, GuardInput
 from guardproxy.errors import RequestError
 from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
 from guardproxy.policy.model import PolicySet, TenantPolicy
-from guardproxy.policy.profile import build_profiles, select_profile
+from guardproxy.policy.profile import Profile, build_profiles, select_profile
 
 SAMPLE_PROMPT = "<the user's last turn>"
 SAMPLE_RESPONSE = "<the model's answer>"
@@ -22,18 +22,31 @@ def show_guard_request(
     region: str | None,
     direction: Direction,
 ) -> str:
-    """Each JSON body sent to the tenant's guard for one check, with its texts spelled out."""
-    guard = settings.guards[tenant.guard]
+    """Each JSON body sent to each of the tenant's guards for one check (a guard of the chain
+    that does not judge answers is left out of the output check), with its texts spelled out."""
     try:
         profile = select_profile(build_profiles(tenant, policies.regions), region)
     except RequestError as exc:
         return str(exc)
+    names = [
+        entry.guard
+        for entry in tenant.guards
+        if direction is Direction.INPUT or entry.output is not False
+    ]
+    shown = [_guard_requests(settings, tenant, profile, direction, name) for name in names]
+    return "\n".join(shown) or f"# tenant {tenant.tenant}: no guard judges the {direction.value}"
+
+
+def _guard_requests(
+    settings: Settings, tenant: TenantPolicy, profile: Profile, direction: Direction, name: str
+) -> str:
+    guard = settings.guards[name]
     rules = profile.rules(direction)
     response = SAMPLE_RESPONSE if direction is Direction.OUTPUT else None
     check = GuardInput(SAMPLE_PROMPT, None, response, rules.reasoning, rules.guard_policy)
     calls = guard_calls(check)
     shown = [
-        f"# tenant {tenant.tenant}, {direction.value} check, guard {tenant.guard} "
+        f"# tenant {tenant.tenant}, {direction.value} check, guard {name} "
         f"({guard.protocol}), regions: {', '.join(profile.regions) or 'none'}, "
         f"policy_mode: {tenant.policy_mode}, {len(calls)} call(s) in parallel"
     ]

@@ -21,6 +21,7 @@ from guardproxy.lifecycle.shadow import ShadowRunner
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.metrics import Metrics
 from guardproxy.observe.tracing import NO_TRACING, Tracing
+from guardproxy.pipeline.chain import chain_for, guard_chain, runner
 from guardproxy.pipeline.checks import Guard
 from guardproxy.pipeline.flow import Route
 from guardproxy.pipeline.masking import Masker
@@ -88,7 +89,7 @@ def build_routes(
     return {
         name: Route(
             tenant,
-            guards[tenant.guard],
+            guard_chain(tenant, guards),
             upstreams[tenant.upstream],
             build_profiles(tenant, policies.regions),
             Masker.for_policy(tenant.redaction),  # in every mode: monitor relaxes decisions only
@@ -103,10 +104,13 @@ def shadow_route(policies: PolicySet, name: str, guards: dict[str, Guard]) -> Sh
     shadow = policies.shadows.get(name)
     if shadow is None:
         return None
-    guard = guards[shadow.guard]
-    if isinstance(guard, HttpGuard):  # counted and traced apart from the live checks
-        guard = guard.for_shadow()
-    return ShadowRoute.of(policies.tenants[name], shadow, guard, policies.regions)
+    chain = chain_for(shadow, lambda guard: runner(_shadow_guard(guards[guard])))
+    return ShadowRoute.of(policies.tenants[name], shadow, chain, policies.regions)
+
+
+def _shadow_guard(guard: Guard) -> Guard:
+    """A guard's calls for a shadow, counted and traced apart from the live checks."""
+    return guard.for_shadow() if isinstance(guard, HttpGuard) else guard
 
 
 def build_tracing(settings: TracingSettings, provider: Any = None) -> Tracing:

@@ -13,8 +13,9 @@ import yaml
 
 from guardproxy.core.verdict import GuardInput, Safety, Verdict
 from guardproxy.lifecycle.shadow import ShadowRunner
+from guardproxy.pipeline.chain import Chain, runner
 from guardproxy.pipeline.shadow import Judged, ShadowRoute
-from guardproxy.policy.model import TenantPolicy
+from guardproxy.policy.model import ChainedGuard, TenantPolicy
 from guardproxy.yamlfile import InvalidConfig
 from tests.audit.test_e2e_audit import stored
 from tests.conftest import Proxy, ProxyFactory
@@ -105,8 +106,8 @@ class _Guard:
 
 
 def test_shadow_checks_past_the_bound_are_dropped_and_counted() -> None:
-    tenant = TenantPolicy(tenant="t", keys=("k",), guard="g", upstream="u")
-    route = ShadowRoute.of(tenant, tenant, _Guard(), {})
+    tenant = TenantPolicy(tenant="t", keys=("k",), guards=(ChainedGuard(guard="g"),), upstream="u")
+    route = ShadowRoute.of(tenant, tenant, Chain.of(runner(_Guard())), {})
     records: list[dict[str, Any]] = []
     counted: list[tuple[str, str, str]] = []
 

@@ -13,7 +13,7 @@ from guardproxy.core.verdict import GuardInput, GuardPolicy, Safety, Verdict
 from guardproxy.pipeline.checks import CheckResult, CheckStatus, run_checks
 from guardproxy.pipeline.decision import Action, decide
 from guardproxy.policy.loader import load_policies
-from guardproxy.policy.model import TenantPolicy
+from guardproxy.policy.model import ChainedGuard, TenantPolicy
 from guardproxy.policy.profile import build_profile
 from guardproxy.yamlfile import InvalidConfig
 from tests.policy.test_loader import folder, problems
@@ -22,7 +22,9 @@ pytestmark = pytest.mark.anyio
 
 
 def _tenant(**keys: Any) -> TenantPolicy:
-    return TenantPolicy(tenant="t", keys=("k",), guard="g", upstream="u", **keys)
+    return TenantPolicy(
+        tenant="t", keys=("k",), guards=(ChainedGuard(guard="g"),), upstream="u", **keys
+    )
 
 
 class OneVerdict:

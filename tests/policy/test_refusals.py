@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from guardproxy.policy.model import DEFAULT_REFUSAL, TenantPolicy
+from guardproxy.policy.model import DEFAULT_REFUSAL, ChainedGuard, TenantPolicy
 from guardproxy.policy.refusals import ShippedRefusals, accepted_languages, tenant_refusals
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,13 @@ def test_a_map_without_english_keeps_the_default_refusal_as_its_default() -> Non
 
 def tenant(message: object) -> TenantPolicy:
     keys = ("sk-1",)
-    return TenantPolicy(tenant="t", keys=keys, guard="g", upstream="u", refusal_message=message)
+    return TenantPolicy(
+        tenant="t",
+        keys=keys,
+        guards=(ChainedGuard(guard="g"),),
+        upstream="u",
+        refusal_message=message,
+    )
 
 
 def test_refusal_languages_are_language_tags_lower_cased() -> None:
