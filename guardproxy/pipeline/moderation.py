@@ -298,7 +298,10 @@ class ChunkedModerator:
 
     async def _cut(self, action: Action) -> list[bytes]:
         self.cut_off = action
-        self.stats.released = "".join(self.builder.answer[: self.windows_out])
+        builder = self.builder
+        self.stats.released = "".join(builder.answer[: self.windows_out])
+        if self.stats.answer is None:  # cut before the upstream ended: what was read so far
+            self.stats.record(builder.checked_windows, builder.judged_chars, builder.whole_answer())
         await self.reply.aclose()  # stop the upstream generating
         return self.moderation.blocked(action)
 
