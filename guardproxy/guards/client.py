@@ -29,8 +29,15 @@ from guardproxy.core.verdict import GuardInput, Verdict, combine_separate
 from guardproxy.errors import GuardError, GuardOverloaded, GuardUnavailable, UnparseableVerdict
 from guardproxy.guards.cache import VerdictCache
 from guardproxy.guards.capacity import GuardPool
+from guardproxy.guards.classifier import ClassifierProtocol
 from guardproxy.guards.completion import prompt_tokens, wants_reasoning
-from guardproxy.guards.protocols import GUARD_PROTOCOLS, GuardProtocol, guard_calls, known_names
+from guardproxy.guards.protocols import (
+    CLASSIFIER_PROTOCOLS,
+    GUARD_PROTOCOLS,
+    GuardProtocol,
+    guard_calls,
+    known_names,
+)
 from guardproxy.observe.tracing import NO_TRACING, Tracing, client_attributes
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,7 @@ RAW_BODY_LIMIT = 2000
 # Failures where the guard cannot have judged anything yet. Classification has no side
 # effects, so retrying after a dropped connection is safe too.
 RETRYABLE_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+CHAT_PATH = "/chat/completions"
 
 
 class GuardObserver(Protocol):
@@ -92,7 +100,7 @@ class HttpGuard:
         self._settings = settings
         self._protocol = protocol
         self._cache = cache
-        self._url = f"{settings.url.rstrip('/')}/chat/completions"  # the cache key's guard
+        self._url = f"{settings.url.rstrip('/')}{CHAT_PATH}"  # the cache key's guard
         self.pool = GuardPool.of(
             settings.urls,
             settings.max_concurrency,
@@ -187,15 +195,18 @@ class HttpGuard:
     async def _call(self, check: GuardInput, body: dict[str, Any]) -> Verdict:
         reasoning = wants_reasoning(check, self._settings)
         logger.debug("guard %r request: %s", self._settings.model, body)
-        response = await self._transport.post(body, self._timeout(reasoning))
-        logger.debug("guard %r answer: %s", self._settings.model, response.text)
-        completion = _decode(response)
+        completion = await self._answer(body, self._timeout(reasoning))
         verdict = self._protocol.parse(completion, check)
         verdict = replace(verdict, prompt_tokens=prompt_tokens(completion))
         self._count_unknown(verdict, check)
         if reasoning and verdict.reasoning is None:
             return self._without_trace(verdict)
         return verdict
+
+    async def _answer(self, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        response = await self._transport.post(body, timeout_s)
+        logger.debug("guard %r answer: %s", self._settings.model, response.text)
+        return _decode(response)
 
     def _count_unknown(self, verdict: Verdict, check: GuardInput) -> None:
         known = known_names(check.policy)
@@ -225,6 +236,32 @@ class HttpGuard:
         return replace(verdict, reasoning_unavailable=True)
 
 
+class ClassifierGuard(HttpGuard):
+    """A text classifier: its own path, and a check's segments sent as its protocol says
+    (one batched request, or one request per segment, concurrently)."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        settings: GuardSettings,
+        protocol: ClassifierProtocol,
+        cache: VerdictCache | None = None,
+        observer: GuardObserver | None = None,
+        tracing: Tracing = NO_TRACING,
+        name: str = "",
+    ) -> None:
+        super().__init__(client, settings, protocol, cache, observer, tracing, name)
+        self._classifier = protocol
+        self._url = f"{settings.url.rstrip('/')}{protocol.path}"
+
+    async def _answer(self, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        path, posts = self._classifier.path, self._classifier.posts(body)
+        sent = (self._transport.post(post, timeout_s, path) for post in posts)
+        responses = await asyncio.gather(*sent)
+        logger.debug("guard %r answers: %s", self._settings.model, [r.text for r in responses])
+        return self._classifier.join([_decode(response) for response in responses])
+
+
 class GuardTransport:
     """POSTs to a guard pool: admission (the pool's capacity), a deadline for the whole call,
     retries on another replica (tenacity), and each replica's breaker."""
@@ -232,15 +269,19 @@ class GuardTransport:
     def __init__(self, client: httpx.AsyncClient, settings: GuardSettings, pool: GuardPool) -> None:
         self._client, self._settings, self.pool = client, settings, pool
 
-    async def post(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+    async def post(
+        self, body: dict[str, Any], timeout_s: float, path: str = CHAT_PATH
+    ) -> httpx.Response:
         async with self.pool.admitted(timeout_s):
-            return await self._post_admitted(body, timeout_s)
+            return await self._post_admitted(body, timeout_s, path)
 
-    async def _post_admitted(self, body: dict[str, Any], timeout_s: float) -> httpx.Response:
+    async def _post_admitted(
+        self, body: dict[str, Any], timeout_s: float, path: str
+    ) -> httpx.Response:
         deadline = _now() + timeout_s  # the loop's clock: the same instant for both
         try:
             async with asyncio.timeout_at(deadline) as timer:
-                return await self._post_with_retries(body, timer, timeout_s)
+                return await self._post_with_retries(body, timer, timeout_s, path)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GuardUnavailable(f"guard timed out after {timeout_s} s") from exc
         except httpx.HTTPStatusError as exc:
@@ -250,7 +291,7 @@ class GuardTransport:
             raise GuardUnavailable(f"guard {name!r} unreachable: {_describe(exc)}") from exc
 
     async def _post_with_retries(
-        self, body: dict[str, Any], timer: asyncio.Timeout, timeout_s: float
+        self, body: dict[str, Any], timer: asyncio.Timeout, timeout_s: float, path: str
     ) -> httpx.Response:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_is_retryable),
@@ -262,11 +303,11 @@ class GuardTransport:
         tried: set[str] = set()
         async for attempt in retrying:
             with attempt:
-                return await self._attempt(body, timer, tried)
+                return await self._attempt(body, timer, tried, path)
         raise AssertionError("tenacity stopped without an outcome")  # reraise=True prevents this
 
     async def _attempt(
-        self, body: dict[str, Any], timer: asyncio.Timeout, tried: set[str]
+        self, body: dict[str, Any], timer: asyncio.Timeout, tried: set[str], path: str
     ) -> httpx.Response:
         """One try, on the least busy replica this call has not tried yet; its breaker
         counts connect errors, timeouts (its own, or the call's deadline running out on it)
@@ -280,7 +321,7 @@ class GuardTransport:
         replica.outstanding += 1
         try:
             response = await self._client.post(
-                f"{replica.url.rstrip('/')}/chat/completions",
+                f"{replica.url.rstrip('/')}{path}",
                 json=body,
                 headers=self._headers(),
                 timeout=remaining,
@@ -326,6 +367,11 @@ def build_guard(
     name: str = "",
 ) -> HttpGuard:
     """The guard for a config entry, speaking the protocol its `protocol:` names."""
+    classifier = CLASSIFIER_PROTOCOLS.get(settings.protocol)
+    if classifier is not None:
+        return ClassifierGuard(
+            client, settings, classifier(settings), cache, observer, tracing, name
+        )
     protocol = GUARD_PROTOCOLS[settings.protocol](settings)
     return HttpGuard(client, settings, protocol, cache, observer, tracing, name)
 

@@ -14,13 +14,16 @@ from typing import Any, Protocol
 
 from guardproxy.config import GuardSettings
 from guardproxy.core.verdict import GuardInput, GuardPolicy, PolicyMode, Verdict
+from guardproxy.guards.classifier import ClassifierProtocol
 from guardproxy.guards.granite_guardian import GRANITE_CATEGORIES, GraniteGuardian
 from guardproxy.guards.llama_guard import LLAMA_GUARD_CATEGORIES, LlamaGuard
+from guardproxy.guards.nemoguard_jailbreak import NemoguardJailbreak
 from guardproxy.guards.nemotron_content_safety import NemotronContentSafety
 from guardproxy.guards.nemotron_reasoning import NemotronReasoning
 from guardproxy.guards.qwen3guard import QWEN3GUARD_CATEGORIES, Qwen3Guard
 from guardproxy.guards.safety_guard_8b import SafetyGuard8B
 from guardproxy.guards.taxonomy import NEMOTRON_CATEGORIES, REASONING_4B_CATEGORIES
+from guardproxy.guards.vllm_classify import VllmClassify
 
 
 class GuardProtocol(Protocol):
@@ -46,7 +49,13 @@ class GuardCapabilities:
     policy_modes: frozenset[PolicyMode] = frozenset({"taxonomy"})
 
 
+# Text classifiers: their own path, and long texts in segments (guards/classifier.py).
+CLASSIFIER_PROTOCOLS: dict[str, Callable[[GuardSettings], ClassifierProtocol]] = {
+    "vllm-classify": VllmClassify,
+    "nemoguard-jailbreak": NemoguardJailbreak,
+}
 GUARD_PROTOCOLS: dict[str, Callable[[GuardSettings], GuardProtocol]] = {
+    **CLASSIFIER_PROTOCOLS,
     "nemotron-content-safety": NemotronContentSafety,
     "nemotron-reasoning": NemotronReasoning,
     "nemotron-safety-guard-8b": SafetyGuard8B,
@@ -65,6 +74,10 @@ GUARD_CAPABILITIES: dict[str, GuardCapabilities] = {
     "llama-guard": GuardCapabilities(LLAMA_GUARD_CATEGORIES, custom_categories=False, rules=False),
     "qwen3guard": GuardCapabilities(QWEN3GUARD_CATEGORIES, custom_categories=False, rules=False),
     "granite-guardian": GuardCapabilities(GRANITE_CATEGORIES, custom_categories=False, rules=False),
+    # A classifier is told nothing: it answers a score. A `category:` other than its default
+    # is the tenant's to list in extra_categories.
+    "vllm-classify": GuardCapabilities(("Prompt Injection",), custom_categories=False, rules=False),
+    "nemoguard-jailbreak": GuardCapabilities(("Jailbreak",), custom_categories=False, rules=False),
 }
 # Every name any guard can return: what tenant policies may give actions to, so a tenant can
 # move to another guard without touching its category maps.
