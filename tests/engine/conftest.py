@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,19 +95,23 @@ def wait_healthy(process: subprocess.Popen[bytes], url: str, log: Path) -> float
     raise RuntimeError(f"vLLM not healthy after {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
-def tiny_model() -> Path:
-    """Built once, cached by the hash of the script that builds it."""
-    python = engine_python()
-    digest = hashlib.sha256((HERE / "build_tiny.py").read_bytes()).hexdigest()[:16]
-    folder = CACHE / f"tiny-{digest}"
+def built(script: Path, name: str, *args: str) -> Path:
+    """The folder `script` builds (`python script *args OUT`), cached by the script's hash."""
+    digest = hashlib.sha256(script.read_bytes()).hexdigest()[:16]
+    folder = CACHE / f"{name}-{digest}"
     if not (folder / "model.safetensors").exists():
         partial = folder.with_suffix(".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        subprocess.run([python, str(HERE / "build_tiny.py"), str(partial)], check=True)
+        subprocess.run([engine_python(), str(script), *args, str(partial)], check=True)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    """Built once, cached by the hash of the script that builds it."""
+    return built(HERE / "build_tiny.py", "tiny")
 
 
 @dataclass
@@ -147,17 +151,12 @@ class Engine:
         return prompt
 
 
-@pytest.fixture(scope="session")
-def engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("engine") / "vllm.log"
+@contextmanager
+def running_engine(command: list[str], port: int, log: Path) -> Iterator[Engine]:
+    """A vLLM server process from `command`, healthy, stopped on exit."""
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            server_command(engine_python(), tiny_model, port),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=engine_env(),
-            start_new_session=True,
+            command, stdout=sink, stderr=subprocess.STDOUT, env=engine_env(), start_new_session=True
         )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -165,6 +164,14 @@ def engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("engine") / "vllm.log"
+    with running_engine(server_command(engine_python(), tiny_model, port), port, log) as engine:
+        yield engine
 
 
 @dataclass

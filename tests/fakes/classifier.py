@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.guard import tokens, vllm_error
+from tests.fakes.guard import tokens, vllm_error, vllm_usage
 
 PROMPT_GUARD_LABELS = ("BENIGN", "INJECTION", "JAILBREAK")  # Prompt-Guard-86M's id2label
 DEFAULT_PHRASES = {
@@ -77,12 +77,15 @@ def _refusal(state: FakeClassifierState, body: Any) -> JSONResponse | None:
     if isinstance(texts, str):
         return vllm_error(400, texts, "input")
     longest = max(tokens(text) + SPECIAL_TOKENS for text in texts)
-    if longest > state.max_model_len:
-        message = (
-            f"This model's maximum context length is {state.max_model_len} tokens. However, "
-            f"your request has {longest} input tokens. Please reduce the length of the input."
+    limit = state.max_model_len
+    if longest > limit:
+        message = (  # vLLM counts no further than one token past the limit
+            f"This model's maximum context length is {limit} tokens. However, your prompt "
+            f"contains at least {limit + 1} input tokens, which exceeds this limit even without "
+            f"any output tokens. Please reduce the length of the input prompt. "
+            f"(parameter=input_tokens, value={limit + 1})"
         )
-        return vllm_error(400, message)
+        return vllm_error(400, message, "input_tokens")
     return None
 
 
@@ -109,7 +112,7 @@ def _vllm_answer(state: FakeClassifierState, texts: list[str]) -> dict[str, Any]
         "created": int(time.time()),
         "model": state.model,
         "data": data,
-        "usage": {"prompt_tokens": count, "total_tokens": count, "completion_tokens": 0},
+        "usage": vllm_usage(count, 0),
     }
 
 
