@@ -27,6 +27,8 @@ class NemoguardJailbreak:
     or, with `threshold` set, where its score reaches the threshold."""
 
     path = CLASSIFY_PATH
+    # A classifier of prompts: in a tenant's `guards:` it judges no answers unless told to.
+    judges_answers = False
 
     def __init__(self, settings: GuardSettings) -> None:
         self._threshold = settings.threshold

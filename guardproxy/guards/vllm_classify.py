@@ -28,6 +28,8 @@ class VllmClassify:
     `threshold` in any segment."""
 
     path = CLASSIFY_PATH
+    # A classifier of prompts: in a tenant's `guards:` it judges no answers unless told to.
+    judges_answers = False
 
     def __init__(self, settings: GuardSettings) -> None:
         self._settings = settings

@@ -83,6 +83,6 @@ def test_a_benign_prompt_passes_and_the_answer_is_judged_on_its_own_text(stack: 
             model="m", messages=[{"role": "user", "content": "What is the capital of France?"}]
         )
     assert completion.choices[0].message.content == stack.upstream.reply
-    prompt_check, answer_check = stack.classifier.requests
+    # A classifier of prompts judges no answers unless the tenant's chain says `output: true`.
+    (prompt_check,) = stack.classifier.requests
     assert "France" in prompt_check.body["input"][0]
-    assert answer_check.body["input"] == [stack.upstream.reply]

@@ -73,3 +73,8 @@ def test_output_defaults_to_what_the_guards_protocol_says(
     )
     tenant = load_policies(load_settings(path, {}), {}).tenants["a"]
     assert [entry.output for entry in tenant.guards] == [False, True]
+
+
+@pytest.mark.parametrize("protocol", ["vllm-classify", "nemoguard-jailbreak"])
+def test_a_classifier_in_a_chain_judges_no_answers_unless_told(protocol: str) -> None:
+    assert GUARD_PROTOCOLS[protocol].judges_answers is False  # type: ignore[attr-defined]
