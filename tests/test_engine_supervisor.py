@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from guardproxy.audit.sinks import MemoryAuditSink
-from guardproxy.config import GuardSettings, load_settings
+from guardproxy.config import GuardSettings, Settings, UpstreamSettings, load_settings
 from guardproxy.engine import vllm
 from guardproxy.engine.vllm import VllmEngine, build_engines, engine_url, free_port, running
 from guardproxy.policy.loader import load_policies
@@ -70,6 +70,26 @@ def test_engine_arguments_become_vllm_flags() -> None:
         "--max-model-len", "4096", "--dtype", "bfloat16", "--trust-remote-code",
         "--limit-mm-per-prompt", '{"image": 1}',
     ]  # fmt: skip
+
+
+def test_an_embedded_classifier_is_reached_at_the_root_beside_the_chat_guard() -> None:
+    """vLLM serves its pooling `/classify` at the root, the chat routes under `/v1`: one proxy
+    can embed both, each on a loopback port of its own."""
+    chat = {"engine": "vllm", "model": "tiny"}
+    classifier = {
+        "engine": "vllm", "model": "tiny-classifier", "protocol": "vllm-classify",
+        "labels": ["BENIGN", "INJECTION"], "unsafe_labels": ["INJECTION"],
+        "engine_args": {"runner": "pooling"},
+    }  # fmt: skip
+    guards = {"chat": GuardSettings(**chat), "injection": GuardSettings(**classifier)}
+    upstreams = {"u": UpstreamSettings(url="http://u/v1")}
+    settings = vllm.resolve_engine_urls(Settings(guards=guards, upstreams=upstreams))
+    chat_url, classifier_url = (settings.guards[name].url for name in ("chat", "injection"))
+    assert str(chat_url).endswith("/v1")
+    assert not str(classifier_url).endswith("/v1")
+    assert chat_url != f"{classifier_url}/v1"  # two engines, two ports
+    engines = build_engines(settings.guards)
+    assert "--runner" in engines["injection"].argv
 
 
 def test_a_guard_needs_a_url_or_an_engine() -> None:

@@ -40,6 +40,11 @@ STOP_GRACE_S = 10.0
 # Quiet and offline by default: no usage reporting, no hub lookups for a local path.
 BASE_ENV = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 
+# Protocols whose route vLLM serves at its root, not under /v1: a classifier guard (a
+# sequence-classification model on the pooling runner, `engine_args: {runner: pooling}`)
+# can be embedded beside the chat guard this way.
+SERVED_AT_ROOT = ("vllm-classify",)
+
 EngineState = Literal["starting", "ready", "crashed", "stopped"]
 
 
@@ -50,8 +55,11 @@ def free_port() -> int:
         return port
 
 
-def engine_url(port: int) -> str:
-    return f"http://{ENGINE_HOST}:{port}/v1"
+def engine_url(port: int, protocol: str = "") -> str:
+    """The guard's base URL on its engine: the OpenAI routes' `/v1`, or the server's root for
+    a protocol vLLM serves there (its pooling `/classify`)."""
+    root = f"http://{ENGINE_HOST}:{port}"
+    return root if protocol in SERVED_AT_ROOT else f"{root}/v1"
 
 
 def server_argv(settings: GuardSettings, port: int) -> list[str]:
@@ -192,7 +200,9 @@ def group_alive(pgid: int) -> bool:
 def resolve_engine_urls(settings: Settings) -> Settings:
     """Point every embedded guard without a `url` at a loopback port of its own."""
     guards = {
-        name: guard.model_copy(update={"url": engine_url(guard.engine_port or free_port())})
+        name: guard.model_copy(
+            update={"url": engine_url(guard.engine_port or free_port(), guard.protocol)}
+        )
         if guard.engine == "vllm" and not guard.url
         else guard
         for name, guard in settings.guards.items()
