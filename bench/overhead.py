@@ -145,10 +145,13 @@ async def measure(
     return results
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="per target per level")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+def parse_args(
+    doc: str = __doc__, requests: int = 2000, concurrency: tuple[int, ...] = (1, 32)
+) -> argparse.Namespace:
+    """The flags of a benchmark built on `measure`: requests, concurrency levels, rounds, JSON."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=requests, help="per target per level")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(concurrency))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the full report here")
     args = parser.parse_args()

@@ -24,6 +24,12 @@ def ms(value: float | None, digits: int = 2) -> str:
     return MISSING if value is None else f"{value:.{digits}f}"
 
 
+def added_cell(median: float, span: list[float]) -> str:
+    """A median over rounds with its range: `+1.17 [+0.97..+1.33]`."""
+    low, high = span
+    return f"{median:+.2f} [{low:+.2f}..{high:+.2f}]"
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile; NaN when there are no values."""
     if not values:
@@ -67,8 +73,7 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     for level in report["levels"]:
         for name, row in level["targets"].items():
-            low, high = row["added_p50_range_ms"]
-            added = f"{row['added_p50_ms']:+.2f} [{low:+.2f}..{high:+.2f}]"
+            added = added_cell(row["added_p50_ms"], row["added_p50_range_ms"])
             checks = ", ".join(row["checks"]) or MISSING
             lines.append(
                 f"| {level['concurrency']} | {name} | {row['requests']} | {row['p50_ms']:.2f} "
