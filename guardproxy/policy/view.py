@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from guardproxy.config import EXCLUSIVE_KWARGS, Settings
+from guardproxy.config import EXCLUSIVE_KWARGS, GuardSettings, Settings
 from guardproxy.core.verdict import Direction, GuardInput
 from guardproxy.errors import RequestError
-from guardproxy.guards.protocols import GUARD_PROTOCOLS, guard_calls
+from guardproxy.guards.protocols import CLASSIFIER_PROTOCOLS, GUARD_PROTOCOLS, guard_calls
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import Profile, build_profiles, select_profile
 
 SAMPLE_PROMPT = "<the user's last turn>"
 SAMPLE_RESPONSE = "<the model's answer>"
+CHAT_PATH = "/chat/completions"
 
 
 def show_guard_request(
@@ -44,19 +46,28 @@ def _guard_requests(
     rules = profile.rules(direction)
     response = SAMPLE_RESPONSE if direction is Direction.OUTPUT else None
     check = GuardInput(SAMPLE_PROMPT, None, response, rules.reasoning, rules.guard_policy)
-    calls = guard_calls(check)
+    posts = _posts(guard, guard_calls(check))
     shown = [
         f"# tenant {tenant.tenant}, {direction.value} check, guard {name} "
         f"({guard.protocol}), regions: {', '.join(profile.regions) or 'none'}, "
-        f"policy_mode: {tenant.policy_mode}, {len(calls)} call(s) in parallel"
+        f"policy_mode: {tenant.policy_mode}, {len(posts)} call(s) in parallel"
     ]
-    protocol = GUARD_PROTOCOLS[guard.protocol](guard)
-    for number, call in enumerate(calls, start=1):
-        body = protocol.build_request(call)
-        shown += [f"# call {number}: POST {guard.url.rstrip('/')}/chat/completions"]
+    for number, (path, body) in enumerate(posts, start=1):
+        shown += [f"# call {number}: POST {guard.url.rstrip('/')}{path}"]
         shown += [json.dumps(body, indent=2, ensure_ascii=False)]
         shown += _texts(body)
     return "\n".join(shown)
+
+
+def _posts(guard: GuardSettings, calls: list[GuardInput]) -> list[tuple[str, dict[str, Any]]]:
+    """Each (path, body) sent for the calls: a chat-completions body per call, or what a
+    classifier sends instead (its own path; its segments in one batch or one body each)."""
+    classifier = CLASSIFIER_PROTOCOLS.get(guard.protocol)
+    if classifier is None:
+        protocol = GUARD_PROTOCOLS[guard.protocol](guard)
+        return [(CHAT_PATH, protocol.build_request(call)) for call in calls]
+    wire = classifier(guard)
+    return [(wire.path, post) for call in calls for post in wire.posts(wire.build_request(call))]
 
 
 def _texts(body: dict[str, object]) -> list[str]:
