@@ -172,11 +172,14 @@ def _slowest(results: Sequence[CheckResult]) -> float | None:
 
 
 def _guard_summary(link: Link, labels: Sequence[str], result: CheckResult) -> dict[str, object]:
-    """One guard's verdict for the audit: its status, categories and latency, and which
-    turns it flagged."""
+    """One guard's verdict for the audit: its status, categories, score and latency, and
+    which turns it flagged."""
     summary: dict[str, object] = {"guard": link.name, "status": result.status.value}
     if result.categories:
         summary["categories"] = list(result.categories)
+    score = _score(result)
+    if score is not None:
+        summary["score"] = score
     if result.latency_ms is not None:
         summary["latency_ms"] = round(result.latency_ms, 2)
     flagged = _flagged(labels, result)
@@ -185,6 +188,13 @@ def _guard_summary(link: Link, labels: Sequence[str], result: CheckResult) -> di
     if result.error:
         summary["error"] = result.error
     return summary
+
+
+def _score(result: CheckResult) -> float | None:
+    """A classifier's score over the guard's checks: the highest, as the riskiest turn's is
+    the one that decides (a content-safety verdict has none)."""
+    scores = [v.score for v in result.verdicts if v.score is not None]
+    return max(scores) if scores else None
 
 
 def _flagged(labels: Sequence[str], result: CheckResult) -> list[str]:
