@@ -15,7 +15,7 @@ from tests.conftest import REPO
 CONFIG = "guards: {g: {url: http://g/v1, model: m}}\nupstreams: {u: {url: http://u/v1}}\n"
 EXAMPLE_KEYS = {
     f"{name}_API_KEY": f"sk-{name.lower()}"
-    for name in ("HEALTHCARE", "BANK", "KIDS_EDU", "DEVTOOLS", "GLOBAL_SOCIAL")
+    for name in ("HEALTHCARE", "BANK", "KIDS_EDU", "DEVTOOLS", "GLOBAL_SOCIAL", "AGENTS")
 } | {"EXAMPLE_TENANT_KEY": "sk-example"}
 
 
@@ -109,7 +109,8 @@ def test_shipped_policies_and_regions_pass_check(
         monkeypatch.setenv(name, value)
     assert main(["check", "--config", str(REPO / "guardproxy.example.yaml")]) == 0
     out = capsys.readouterr().out
-    for tenant in ("healthcare", "bank", "kids-edu", "devtools", "global-social", "example"):
+    tenants = ("healthcare", "bank", "kids-edu", "devtools", "global-social", "example", "agents")
+    for tenant in tenants:
         assert tenant in out
 
 
