@@ -25,6 +25,8 @@ COMPOSE_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 
 SERVICES = ("guard", "llm", "guardproxy")
 MODEL_SERVERS = ("guard", "llm")
+AGENTS_SERVICES = ("injection", "guardproxy-agents")  # the "agents" profile
+AGENTS_MODEL_SERVERS = ("injection",)
 PROXY_CMD = ["guardproxy", "serve", "--host", "0.0.0.0", "--port", "8080"]
 
 
@@ -92,10 +94,11 @@ def test_compose_file_uses_the_specification_without_a_version_key(
 
 
 def test_stack_is_guard_llm_and_guardproxy(compose: dict[str, Any]) -> None:
-    assert sorted(compose["services"]) == sorted(SERVICES)
+    default = [name for name, body in compose["services"].items() if not body.get("profiles")]
+    assert sorted(default) == sorted(SERVICES)
 
 
-@pytest.mark.parametrize("name", MODEL_SERVERS)
+@pytest.mark.parametrize("name", [*MODEL_SERVERS, *AGENTS_MODEL_SERVERS])
 def test_model_server_reserves_an_nvidia_gpu(compose: dict[str, Any], name: str) -> None:
     devices = service(compose, name)["deploy"]["resources"]["reservations"]["devices"]
     assert any(
@@ -103,7 +106,7 @@ def test_model_server_reserves_an_nvidia_gpu(compose: dict[str, Any], name: str)
     )
 
 
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize("name", [*SERVICES, *AGENTS_SERVICES])
 def test_every_service_has_a_healthcheck(compose: dict[str, Any], name: str) -> None:
     healthcheck = service(compose, name)["healthcheck"]
     assert healthcheck["test"]
