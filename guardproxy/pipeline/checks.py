@@ -164,6 +164,9 @@ def _merged_guard(one: dict[str, object], other: dict[str, object]) -> dict[str,
     latencies = [x for x in (one.get("latency_ms"), other.get("latency_ms")) if x is not None]
     if latencies:
         merged["latency_ms"] = round(sum(float(str(x)) for x in latencies), 2)
+    scores = [x for x in (one.get("score"), other.get("score")) if isinstance(x, int | float)]
+    if scores:  # a classifier's score over the whole stream is its highest window's
+        merged["score"] = max(scores)
     return merged
 
 
