@@ -175,24 +175,24 @@ def _workers(value: str) -> int | str:
     return int(value)
 
 
-def _auto_workers(path: Path) -> int:
+def _auto_workers(settings: Settings) -> int:
     """This pod's size: its CPU affinity and its cgroup's CPU quota and memory limit
     (`server/sizing.py`), and no more workers than the smallest guard `max_concurrency`, so
     split between them it still holds. The choice is logged."""
     from guardproxy.server.sizing import auto_workers
 
     sizing = auto_workers()
-    caps = [g.max_concurrency for g in load_settings(path, dict(os.environ)).guards.values()]
+    caps = [g.max_concurrency for g in settings.guards.values()]
     workers = min([sizing.workers, *(cap for cap in caps if cap is not None)])
     logger.info("--workers auto: %s; starting %d", sizing.describe(), workers)
     return workers
 
 
-def _forwarded(path: Path) -> dict[str, str]:
+def _forwarded(settings: Settings) -> dict[str, str]:
     """uvicorn trusts `X-Forwarded-For`/`-Proto` from the same proxies as the audit record's
     `trusted_proxies`, so one list decides the client's address and scheme. An explicit
     FORWARDED_ALLOW_IPS (uvicorn's own variable) still wins."""
-    trusted = load_settings(path, dict(os.environ)).trusted_proxies
+    trusted = settings.trusted_proxies
     if not trusted or "FORWARDED_ALLOW_IPS" in os.environ:
         return {}
     return {"forwarded_allow_ips": ",".join(str(network) for network in trusted)}
@@ -210,8 +210,9 @@ def _serve(args: argparse.Namespace) -> int:
     options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
     if args.log_format == "json":
         options["log_config"] = None  # uvicorn's own lines go through the JSON root handler
-    options |= _forwarded(path)
-    workers = args.workers if isinstance(args.workers, int) else _auto_workers(path)
+    settings = load_settings(path, dict(os.environ))  # read once for what serve decides
+    options |= _forwarded(settings)
+    workers = args.workers if isinstance(args.workers, int) else _auto_workers(settings)
     if workers == 1:
         uvicorn.run(_app(path, 1), **options)
         return 0

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from guardproxy.cli import main
+from guardproxy.config import load_settings
 from tests.conftest import TENANT_KEY, write_config
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread
@@ -153,7 +154,8 @@ def test_serve_trusts_forwarded_headers_from_the_configured_proxies_alone(
     extra = {"trusted_proxies": ["10.0.0.0/8", "192.0.2.7"]}
     path = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {},
                         config_extra=extra)  # fmt: skip
+    settings = load_settings(path, {"TEST_TENANT_KEY": TENANT_KEY})
     monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
-    assert _forwarded(path) == {"forwarded_allow_ips": "10.0.0.0/8,192.0.2.7/32"}
+    assert _forwarded(settings) == {"forwarded_allow_ips": "10.0.0.0/8,192.0.2.7/32"}
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-    assert _forwarded(path) == {}  # uvicorn's own variable, set by the operator, wins
+    assert _forwarded(settings) == {}  # uvicorn's own variable, set by the operator, wins

@@ -33,13 +33,8 @@ BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 DIRECTIONS = ("input", "output")
 GUARD_RESULTS = ("safe", "unsafe", "cached", "error", "shed")
 AUDIT_DROP_REASONS = ("invalid", "error", "queue_full")
-# The upstream's usage keys, Chat's and Responses'/Messages' names, by the kind counted.
-TOKEN_KINDS = {
-    "prompt_tokens": "prompt",
-    "input_tokens": "prompt",
-    "completion_tokens": "completion",
-    "output_tokens": "completion",
-}
+# The audit record's `usage` (pipeline/usage.py: one shape for every API), by the kind counted.
+TOKEN_KINDS = {"input_tokens": "prompt", "output_tokens": "completion"}
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # read by prometheus-client itself
 
 
