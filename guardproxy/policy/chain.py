@@ -28,3 +28,8 @@ def with_answer_judges(settings: Settings, policy: TenantPolicy) -> TenantPolicy
         for entry in policy.guards
     )
     return policy.model_copy(update={"guards": guards})
+
+
+def answers_judged(settings: Settings, policy: TenantPolicy) -> bool:
+    """Whether any guard of the tenant's chain judges answers."""
+    return any(entry.output for entry in with_answer_judges(settings, policy).guards)

@@ -28,7 +28,7 @@ from guardproxy.guards.protocols import (
     guard_calls,
 )
 from guardproxy.pipeline.masking import Masker
-from guardproxy.policy.chain import with_answer_judges
+from guardproxy.policy.chain import answers_judged, with_answer_judges
 from guardproxy.policy.model import (
     DEFAULT_REFUSAL,
     GUARD_KEYS,
@@ -263,6 +263,15 @@ def _check_references(
     settings: Settings, policy: TenantPolicy, doc: YamlDocument, packs: dict[str, RegionPack]
 ) -> list[ConfigError]:
     problems = _check_guard_names(settings, policy, doc)
+    if not problems and policy.output.enabled and not answers_judged(settings, policy):
+        # Fail closed: output checks that no guard of the chain would run let every answer
+        # through unjudged.
+        message = (
+            "output checks are on but no guard of this tenant judges answers (a classifier "
+            "does not unless its guards: entry says output: true); add a content-safety "
+            "guard, or set output: {enabled: false}"
+        )
+        problems.append(doc.error(("output",), message))
     if policy.upstream not in settings.upstreams:
         problems.append(doc.error(("upstream",), f"upstream: unknown upstream {policy.upstream!r}"))
     for key in ("regions", "allowed_regions"):

@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from guardproxy.audit.sinks import MemoryAuditSink
 from guardproxy.config import load_settings
@@ -52,11 +53,20 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         )
         guard: dict[str, Any] = VLLM_GUARD | {"url": guard_url}
         path = write_config(tmp_path, guard_url, upstream_url, "vllm-classify", TENANT, guard)
+        _judging_answers_too(tmp_path / "policies" / "acme.yaml")
         env = {"TEST_TENANT_KEY": TENANT_KEY}
         settings = load_settings(path, env)
         app = create_app(settings, load_policies(settings, env), audit=running.audit)
         running.url = resources.enter_context(run_in_thread(app))
         yield running
+
+
+def _judging_answers_too(path: Path) -> None:
+    """The tenant's one guard, told to judge answers as well (a classifier does not unless
+    told, and a tenant whose output checks no guard would run is refused)."""
+    tenant = yaml.safe_load(path.read_text())
+    tenant["guards"] = [{"guard": tenant.pop("guard"), "output": True}]
+    path.write_text(yaml.safe_dump(tenant))
 
 
 def test_an_injection_in_the_user_turn_is_blocked_with_the_classifiers_category(
@@ -83,6 +93,6 @@ def test_a_benign_prompt_passes_and_the_answer_is_judged_on_its_own_text(stack: 
             model="m", messages=[{"role": "user", "content": "What is the capital of France?"}]
         )
     assert completion.choices[0].message.content == stack.upstream.reply
-    # A classifier of prompts judges no answers unless the tenant's chain says `output: true`.
-    (prompt_check,) = stack.classifier.requests
+    prompt_check, answer_check = stack.classifier.requests
     assert "France" in prompt_check.body["input"][0]
+    assert answer_check.body["input"] == [stack.upstream.reply]

@@ -78,3 +78,15 @@ def test_output_defaults_to_what_the_guards_protocol_says(
 @pytest.mark.parametrize("protocol", ["vllm-classify", "nemoguard-jailbreak"])
 def test_a_classifier_in_a_chain_judges_no_answers_unless_told(protocol: str) -> None:
     assert GUARD_PROTOCOLS[protocol].judges_answers is False  # type: ignore[attr-defined]
+
+
+def test_output_checks_that_no_guard_of_the_chain_runs_are_refused(tmp_path: Path) -> None:
+    """Fail closed: a tenant whose only guard is a classifier of prompts would otherwise
+    let every answer through unjudged while its output checks say they are on."""
+    tenant = "tenant: a\nkeys: [k]\nupstream: u\nguards: [{guard: g, output: false}]\n"
+    path = chained(tmp_path, {"a.yaml": tenant})
+    [problem] = problems(path)
+    assert problem.startswith("policies/a.yaml:1: output checks are on but no guard")
+    off = tenant + "output: {enabled: false}\n"
+    path = chained(tmp_path / "off", {"a.yaml": off})
+    assert load_policies(load_settings(path, {}), {}).tenants["a"].output.enabled is False
