@@ -324,6 +324,14 @@ class AdminUser(Frozen):
     def _key_is_strong(cls, key: str) -> str:
         return checked_keys((key,), "an admin user's key")[0]
 
+    @model_validator(mode="after")
+    def _admins_see_every_tenant(self) -> AdminUser:
+        # The playground, policy views and access log are the whole deployment's: an admin
+        # narrowed to some tenants would still read the others' there.
+        if self.role == "admin" and self.tenants is not None:
+            raise ValueError("an admin sees every tenant; give a tenant-scoped user a lower role")
+        return self
+
 
 class OidcSettings(Frozen):
     """Sign-in through an OpenID Connect provider (admin/oidc.py). The roles claim (a string

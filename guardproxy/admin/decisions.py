@@ -4,6 +4,7 @@ labels, the same as JSON, the list as a CSV or NDJSON download, and labelling a 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -74,7 +75,7 @@ class DecisionPages:
             return self.pages.render(
                 request, "missing.html", 404, request_id=request.path_params["request_id"]
             )
-        found = await labels_of(self._engine(), row["request_id"])
+        found = await self._labels(request, row["request_id"])
         return self.pages.render(
             request, "decision.html", row=row, record=row["record"], labels=found,
             choices=LABELS, may_label=reviewer_of(request).may("reviewer"),
@@ -116,7 +117,7 @@ class DecisionPages:
         row = await self._row(request)
         if row is None:
             return JSONResponse({"error": {"message": "No such decision."}}, 404)
-        found = await labels_of(self._engine(), row["request_id"])
+        found = await self._labels(request, row["request_id"])
         return JSONResponse(
             {**row["record"], "content": row["content"], "shadow": row["shadow"]}
             | {"labels": [label.view() for label in found]}
@@ -171,6 +172,14 @@ class DecisionPages:
         if store is None:
             raise HTTPException(503, "No audit database is configured.")
         return store
+
+    async def _labels(self, request: Request, request_id: str) -> list[Label]:
+        """A decision's labels as the reviewer may read them: a note is free text that may
+        quote the prompt or answer, so a viewer gets none."""
+        found = await labels_of(self._engine(), request_id)
+        if reviewer_of(request).may("reviewer"):
+            return found
+        return [replace(label, note=None) for label in found]
 
     async def _row(self, request: Request) -> dict[str, Any] | None:
         """The decision as the reviewer may read it; one of a tenant they may not see is

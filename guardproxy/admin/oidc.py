@@ -175,7 +175,10 @@ class OidcSignIn:
             for c in (self.settings.name_claim, "preferred_username", "sub")
             if claims.get(c)
         )
-        return Reviewer(name, role, self._tenants(claims))
+        tenants = self._tenants(claims)
+        if role == "admin" and tenants is not None:  # see AdminUser: admins are never scoped
+            raise SignInRefused("an admin role with a tenants claim: admins see every tenant")
+        return Reviewer(name, role, tenants)
 
     def _role(self, value: Any) -> Role | None:
         names = [value] if isinstance(value, str) else value if isinstance(value, list) else []

@@ -124,3 +124,18 @@ def test_a_tenant_scoped_reviewers_export_holds_only_their_tenants(staffed: Revi
         assert {json.loads(line)["tenant"] for line in lines} <= {"bank"}
     everything = call(staffed, BANK_REVIEWER_KEY, "GET", "/admin/api/decisions.ndjson")
     assert len(everything.text.splitlines()) == 2
+
+
+def test_a_viewer_reads_a_decisions_labels_without_their_notes(staffed: Reviewed) -> None:
+    """A note is free text that may quote the prompt or answer: content, which a viewer
+    never reads, by the API or on the page."""
+    acme = staffed.blocked["acme"]
+    note = "the user asked how to build a bomb"
+    assert label(staffed, REVIEWER_KEY, acme, label="correct", note=note).status_code == 201
+    seen = call(staffed, VIEWER_KEY, "GET", f"/admin/api/decisions/{acme}").json()
+    assert [(x["label"], x["note"]) for x in seen["labels"]] == [("correct", None)]
+    page = call(staffed, VIEWER_KEY, "GET", f"/admin/decisions/{acme}")
+    assert page.status_code == 200
+    assert note not in page.text
+    reviewer = call(staffed, REVIEWER_KEY, "GET", f"/admin/api/decisions/{acme}").json()
+    assert reviewer["labels"][0]["note"] == note

@@ -169,3 +169,11 @@ def test_a_user_key_that_is_a_tenant_key_is_refused_at_start(
     user = {"name": "x", "key": TENANT_KEY, "role": "viewer"}
     with pytest.raises(ConfigError, match="also an admin key"):
         start_proxy(config_extra={"admin": {"users": [user]}})
+
+
+def test_an_admin_is_never_narrowed_to_some_tenants() -> None:
+    """The playground, policy views and access log are the whole deployment's."""
+    from guardproxy.config import AdminUser
+
+    with pytest.raises(ValueError, match="an admin sees every tenant"):
+        AdminUser(name="ann", key="3f9c2e1b7a6d4c08b5e2f1a9d7c3b6e4", role="admin", tenants=("a",))
