@@ -50,7 +50,8 @@ class Metrics:
         if self.multiprocess:
             multiprocess.MultiProcessCollector(self.registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         # The serving process's own memory, CPU and file descriptors, and the Python it runs.
-        ProcessCollector(registry=self.registry)
+        if not self.multiprocess:  # with workers, a scrape would show whichever one answered
+            ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.build = Gauge(
             "guardproxy_build_info", "The guardproxy and Python versions serving: always 1.",
