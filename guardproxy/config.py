@@ -66,6 +66,10 @@ DEFAULT_FORWARD_HEADERS = (
 # Never forwarded, whatever `forward_headers` says: credentials (the upstream's key is the
 # config's), routing (host), hop-by-hop and framing headers (RFC 9110 §7.6.1), and the ones
 # the proxy sets itself.
+# What an MCP client sends that the server must see (the session, the protocol version, an SSE
+# stream's resumption point); everything else the client sends stays at the proxy.
+MCP_CLIENT_HEADERS = frozenset({"mcp-session-id", "mcp-protocol-version", "last-event-id"})
+HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept"})
 UNFORWARDABLE_HEADERS = frozenset(
     {
         "authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "host",
@@ -217,6 +221,28 @@ class UpstreamSettings(Frozen):
             if name in UNFORWARDABLE_HEADERS:
                 raise ValueError(f"forward_headers: {name!r} is never forwarded upstream")
         return lowered
+
+
+class McpServerSettings(Frozen):
+    """An MCP server behind `/mcp/{name}` (Streamable HTTP). Its headers (credentials) come
+    only from here and never reach the client; no client header chooses them."""
+
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # How long one answer may take; an SSE stream may sit idle this long between events.
+    timeout_s: float = Field(default=60.0, gt=0)
+    # A JSON-RPC message larger than this is never relayed (it could not be judged whole).
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+
+    @field_validator("headers")
+    @classmethod
+    def _owned_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        """The session and protocol headers are the client's, passed through."""
+        for name in headers:
+            if name.lower() in MCP_CLIENT_HEADERS or name.lower() in HOP_HEADERS:
+                raise ValueError(f"headers: {name!r} is set by the proxy, not the config")
+        return headers
 
 
 class CacheSettings(Frozen):
@@ -407,6 +433,7 @@ class ShadowSettings(Frozen):
 class Settings(Frozen):
     guards: dict[str, GuardSettings] = Field(min_length=1)
     upstreams: dict[str, UpstreamSettings] = Field(min_length=1)
+    mcp_servers: dict[str, McpServerSettings] = Field(default_factory=dict)
     policies: str = "policies/"
     audit: AuditSettings = AuditSettings()
     cache: CacheSettings = CacheSettings()

@@ -57,6 +57,7 @@ class Exchange:
     refusals: Refusals | None = None  # the tenant's refusal texts by language
     accept_language: str | None = None  # the request's Accept-Language
     refusal_language: str | None = None  # the language the refusal was told in
+    mcp: dict[str, Any] | None = None  # an MCP exchange: server, method, tool, removed entries
 
     def conclude(
         self, status: int, action: Outcome | None = None, error: str | None = None
@@ -169,6 +170,8 @@ class Exchange:
             record["released"] = {"chars": len(released)}
         if self.refusal_language is not None:
             record["refusal_language"] = self.refusal_language
+        if self.mcp is not None:
+            record["mcp"] = dict(self.mcp)
         if self.guard_error_allowed():
             self.notes.append("guard error: allowed by on_guard_error=allow")
         if self.notes:

@@ -274,6 +274,10 @@ def _check_references(
         problems.append(doc.error(("output",), message))
     if policy.upstream not in settings.upstreams:
         problems.append(doc.error(("upstream",), f"upstream: unknown upstream {policy.upstream!r}"))
+    for i, server in enumerate(policy.mcp.servers):
+        if server not in settings.mcp_servers:
+            message = f"mcp.servers: unknown MCP server {server!r} (see mcp_servers)"
+            problems.append(doc.error(("mcp", "servers", i), message))
     for key in ("regions", "allowed_regions"):
         for i, code in enumerate(getattr(policy, key)):
             if code not in packs:

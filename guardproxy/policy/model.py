@@ -155,6 +155,15 @@ class RedactionPolicy(Frozen):
         return bool(self.detectors or self.patterns or self.words)
 
 
+class McpPolicy(Frozen):
+    """The MCP servers the tenant may reach through `/mcp/{name}`, and what becomes of a
+    server's request for the client's model (`sampling/createMessage`): judged as input, or
+    refused on the client's behalf."""
+
+    servers: tuple[str, ...] = ()
+    sampling: Literal["judge", "refuse"] = "judge"
+
+
 class TenantPolicy(Frozen):
     tenant: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     keys: tuple[str, ...] = Field(min_length=1)
@@ -192,6 +201,7 @@ class TenantPolicy(Frozen):
     # the policies folder (or NAME.yaml if NAME starts with "_"), merged over this tenant.
     shadow: str | None = None
     redaction: RedactionPolicy = RedactionPolicy()
+    mcp: McpPolicy = McpPolicy()
     images: ImagesSettings = ImagesSettings()
     video: VideoSettings = VideoSettings()
 

@@ -17,6 +17,7 @@ from starlette.routing import Route as HttpRoute
 from guardproxy.admin.reviewers import Directory
 from guardproxy.admin.server import side_server
 from guardproxy.admin.site import AdminSite
+from guardproxy.api.mcp.gateway import McpGateway
 from guardproxy.api.wire import WIRE_APIS
 from guardproxy.audit.sinks import AuditSink, FanoutSink, JsonlAuditSink, Rotation
 from guardproxy.audit.store import DatabaseSink
@@ -33,6 +34,7 @@ from guardproxy.pipeline.checks import Guard
 from guardproxy.policy.model import PolicySet
 from guardproxy.server.endpoints import list_models, served
 from guardproxy.server.httpclient import http_client
+from guardproxy.server.mcp_endpoint import mcp_endpoint
 from guardproxy.server.probes import (
     UNKNOWN_API_METHODS,
     healthz,
@@ -50,6 +52,7 @@ from guardproxy.server.runtime import (
     build_routes,
     build_tracing,
 )
+from guardproxy.upstreams.mcp import McpUpstream
 from guardproxy.upstreams.registry import build_upstream
 
 logger = logging.getLogger(__name__)
@@ -143,6 +146,7 @@ def create_app(
             *on_main_port,
             *(HttpRoute(api.path, served(api.codec), methods=["POST"]) for api in WIRE_APIS),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
+            HttpRoute("/mcp/{name}", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/metrics", metrics_endpoint, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),
@@ -183,9 +187,13 @@ def _runtime(
         for name, upstream in settings.upstreams.items()
     }
     routes = build_routes(policies, guards, upstreams, tracing)
+    servers = {
+        name: McpUpstream(name, server, upstream_client)
+        for name, server in settings.mcp_servers.items()
+    }
     return Runtime(
         settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics,
-        tracing,
+        tracing, mcp=McpGateway(servers) if servers else None,
     )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
 async def _serve(codec: Codec, request: Request) -> Response:
     runtime = app_state(request.app).runtime
     exchange = Exchange(api=codec.api)
-    exchange.client_address = _client_address(request, runtime.settings.trusted_proxies)
+    exchange.client_address = client_address_of(request, runtime.settings.trusted_proxies)
     bind_logs(exchange)
     span = runtime.tracing.begin_request(request.headers, codec.api)
     exchange.trace_id = runtime.tracing.trace_id(span)
@@ -49,21 +49,21 @@ async def _serve(codec: Codec, request: Request) -> Response:
         response = error_response(exc, exchange, codec)
     except BaseException as exc:  # the 500 handler answers; the audit still gets its line
         exchange.conclude(500, error=f"internal error: {type(exc).__name__}")
-        await _audit(runtime, exchange, span)
+        await audit_exchange(runtime, exchange, span)
         raise
     if isinstance(response, GuardedStream):
-        response.closers.append(lambda: _audit(runtime, exchange, span))
+        response.closers.append(lambda: audit_exchange(runtime, exchange, span))
     else:
-        await _audit(runtime, exchange, span)
+        await audit_exchange(runtime, exchange, span)
     return response
 
 
 async def _handle(codec: Codec, runtime: Runtime, request: Request, exchange: Exchange) -> Response:
-    tenant, exchange.key_id = runtime.policies.identify(_proxy_key(request))
+    tenant, exchange.key_id = runtime.policies.identify(proxy_key(request))
     exchange.tenant = tenant.tenant
     exchange.refusals = runtime.policies.refusals.get(tenant.tenant)
     exchange.accept_language = request.headers.get("accept-language")
-    chat = codec.decode(await _read_body(request, runtime.settings.max_body_bytes))
+    chat = codec.decode(await read_body(request, runtime.settings.max_body_bytes))
     exchange.model, exchange.stream = chat.model, chat.stream
     route = runtime.route_for(tenant)
     forwarded = runtime.settings.upstreams[tenant.upstream].forward_headers
@@ -73,7 +73,7 @@ async def _handle(codec: Codec, runtime: Runtime, request: Request, exchange: Ex
     return await _unless_disconnected(request, work)
 
 
-def _proxy_key(request: Request) -> str | None:
+def proxy_key(request: Request) -> str | None:
     """`Authorization: Bearer KEY`, or Anthropic's `x-api-key: KEY`."""
     authorization = request.headers.get("authorization")
     api_key = request.headers.get("x-api-key")
@@ -82,7 +82,7 @@ def _proxy_key(request: Request) -> str | None:
     return authorization
 
 
-def _client_address(request: Request, trusted: Sequence[IPvAnyNetwork]) -> str | None:
+def client_address_of(request: Request, trusted: Sequence[IPvAnyNetwork]) -> str | None:
     peer = request.client.host if request.client is not None else None
     return client_address(peer, request.headers.getlist(FORWARDED_FOR), trusted)
 
@@ -110,7 +110,7 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """Starlette sets no body limit, so count what `receive()` delivers."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -127,7 +127,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _audit(runtime: Runtime, exchange: Exchange, span: Any = None) -> None:
+async def audit_exchange(runtime: Runtime, exchange: Exchange, span: Any = None) -> None:
     record = exchange.audit_record()
     runtime.audit.write(record)
     runtime.metrics.record(record, exchange.upstream)
@@ -149,7 +149,7 @@ async def list_models(request: Request) -> Response:
     runtime = app_state(request.app).runtime
     exchange = Exchange()
     try:
-        tenant = runtime.policies.authenticate(_proxy_key(request))
+        tenant = runtime.policies.authenticate(proxy_key(request))
         reply = await runtime.route_for(tenant).upstream.list_models()
     except GuardproxyError as exc:
         return error_response(exc, exchange, CHAT)

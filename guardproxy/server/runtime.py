@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 
+from guardproxy.api.mcp.gateway import McpGateway
 from guardproxy.audit.sinks import AuditSink
 from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings, TracingSettings
@@ -48,6 +49,7 @@ class Runtime:
     tracing: Tracing = NO_TRACING
     shadows: ShadowRunner | None = None
     reload_error: str | None = None
+    mcp: McpGateway | None = None  # the MCP servers of `mcp_servers`, where there are any
 
     def route_for(self, tenant: TenantPolicy) -> Route:
         return self.routes[tenant.tenant]

@@ -1,0 +1,513 @@
+"""MCP's Streamable HTTP transport through the tenant's guards.
+
+    client ── POST /mcp/{name} ─► parse ─► tools/call: the arguments judged (the agent's
+                                            output, the tenant's output rules), masked ─► server
+    client ◄── JSON or SSE ◄──── every server message judged (the model's next input, the
+                                  tenant's input rules and chain, injection classifiers too):
+                                  listings filtered entry by entry, results blocked or masked,
+                                  server requests for the client's model judged or refused
+
+A blocked tool result is a tool error the agent reads (`on_block: refusal`) or a JSON-RPC
+error (`on_block: error`); a blocked listing entry is absent, and a call to a tool removed
+from a listing is refused without reaching the server. Nothing of a server's answer is
+relayed unjudged: an HTTP error becomes the gateway's own JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
+
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from guardproxy.api.mcp import jsonrpc
+from guardproxy.api.mcp.jsonrpc import BLOCKED, CANCELLED, SERVER_FAILED, McpProblem
+from guardproxy.api.mcp.surfaces import (
+    LISTINGS,
+    Piece,
+    Surface,
+    entry_text,
+    mask_tree,
+    request_surface,
+    result_surface,
+    strings,
+    surface,
+)
+from guardproxy.core.actions import Action
+from guardproxy.core.conversation import Turn
+from guardproxy.errors import GuardproxyError, UpstreamError
+from guardproxy.media.fetch import ImageFetcher
+from guardproxy.media.images import prepare_image
+from guardproxy.media.request import GuardImage
+from guardproxy.pipeline.checks import SKIPPED, CheckResult, output_checks
+from guardproxy.pipeline.exchange import Exchange
+from guardproxy.pipeline.flow import Route
+from guardproxy.pipeline.judging import NOT_JUDGED, STOPS, Ruling, rule
+from guardproxy.pipeline.replies import refusal_for
+from guardproxy.policy.profile import Profile
+from guardproxy.upstreams.mcp import EVENT_STREAM, SESSION_HEADER, McpReply, McpUpstream
+
+# What of the client's request the server sees besides the body: its session, protocol
+# version and stream resumption point. Its Authorization (the tenant key) never.
+PASSED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "last-event-id")
+ACCEPT = "application/json, text/event-stream"
+CANCELLED_KEPT = 10_000  # cancelled request ids remembered, oldest forgotten first
+
+
+@dataclass
+class McpCall:
+    """One HTTP exchange with the gateway: the tenant's wiring, the server, the record."""
+
+    route: Route
+    profile: Profile
+    server: McpUpstream
+    exchange: Exchange
+    fetcher: ImageFetcher
+    headers: dict[str, str]  # for the server: the client's session headers
+    done: Callable[[], Awaitable[None]]  # writes the audit record, once
+    judged_in: list[CheckResult] = field(default_factory=list)
+    judged_out: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def session(self) -> str:
+        return self.headers.get(SESSION_HEADER, "")
+
+    def note(self, **details: Any) -> None:
+        record = self.exchange.mcp if self.exchange.mcp is not None else {}
+        self.exchange.mcp = record | details
+
+    def conclude(self, status: int) -> None:
+        """The record's verdicts: each direction's checks as one."""
+        exchange = self.exchange
+        if self.judged_out:
+            exchange.input = reduce(CheckResult.merge, self.judged_out)
+        if self.judged_in:
+            exchange.output = reduce(CheckResult.merge, self.judged_in)
+        exchange.conclude(status)
+
+
+class McpGateway:
+    """The configured MCP servers and what the gateway remembers across requests: which
+    tools each tenant's listings removed, and which requests clients cancelled."""
+
+    def __init__(self, servers: dict[str, McpUpstream]) -> None:
+        self.servers = servers
+        self._tools: dict[tuple[str, str, str], bool] = {}  # (tenant, server, tool) -> allowed
+        self._cancelled: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    # -- the client's POST ------------------------------------------------------------------
+
+    async def post(self, call: McpCall, body: bytes) -> Response:
+        message = jsonrpc.parse(body)
+        kind, method = jsonrpc.kind(message), message.get("method")
+        call.note(method=method or "response")
+        if kind == "request" and method == "tools/call":
+            refused = await self._tool_call(call, message)
+            if refused is not None:
+                return await self._answer(call, refused)
+            body = json.dumps(message, ensure_ascii=False).encode()
+        elif kind == "notification" and method == "notifications/cancelled":
+            self._cancel(call.session, message.get("params", {}).get("requestId"))
+        reply = await call.server.send("POST", self._headers(call), body)
+        return await self._relay(call, reply, message if kind == "request" else None)
+
+    async def get(self, call: McpCall) -> Response:
+        """The server's own stream: requests and notifications, each judged."""
+        call.note(method="GET")
+        reply = await call.server.send("GET", self._headers(call), stream=True)
+        return await self._relay(call, reply, None)
+
+    async def delete(self, call: McpCall) -> Response:
+        call.note(method="DELETE")
+        reply = await call.server.send("DELETE", self._headers(call))
+        await reply.aclose()
+        call.conclude(reply.status)
+        await call.done()
+        return Response(status_code=reply.status, headers=_session_headers(reply))
+
+    # -- tools/call -------------------------------------------------------------------------
+
+    async def _tool_call(self, call: McpCall, message: dict[str, Any]) -> dict[str, Any] | None:
+        """None when the call goes on (its arguments masked in `message`), else the answer."""
+        params = message.get("params", {})
+        name = params.get("name")
+        call.note(tool=name)
+        if not isinstance(name, str) or not await self._tool_allowed(call, name):
+            call.exchange.notes.append(f"tool {name!r} was removed from the listing")
+            return self._blocked(call, message["id"], tool_result=True)
+        arguments = params.get("arguments") or {}
+        ruling = await self._judge_outbound(call, "\n".join(strings(arguments)))
+        carried = self._carry(call, ruling, arguments, "input")
+        if carried is None:
+            return self._blocked(call, message["id"], tool_result=True, ruling=ruling)
+        if arguments:
+            params["arguments"] = carried
+        return None
+
+    async def _tool_allowed(self, call: McpCall, name: str) -> bool:
+        """A tool this tenant's listings judged, or, when none did here (another worker
+        served the listing), the server's listing fetched and judged now."""
+        key = (call.route.tenant.tenant, call.server.name, name)
+        if key not in self._tools:
+            await self._refresh_tools(call)
+        return self._tools.get(key, True)  # a tool the server does not list: its error says so
+
+    async def _refresh_tools(self, call: McpCall) -> None:
+        cursor: str | None = None
+        for page in range(100):  # a server paging without end is not followed for ever
+            params = {"cursor": cursor} if cursor else {}
+            request = {
+                "jsonrpc": "2.0",
+                "id": f"guardproxy-tools-{page}",
+                "method": "tools/list",
+                "params": params,
+            }
+            reply = await call.server.send(
+                "POST", self._headers(call), json.dumps(request).encode()
+            )
+            answer = await _first_answer(reply)
+            listed = answer.get("result") if answer else None
+            if not isinstance(listed, dict):
+                return
+            await self._listing(call, "tools/list", listed)
+            cursor = listed.get("nextCursor")
+            if not isinstance(cursor, str):
+                return
+
+    # -- the server's answers ---------------------------------------------------------------
+
+    async def _relay(
+        self, call: McpCall, reply: McpReply, request: dict[str, Any] | None
+    ) -> Response:
+        headers = _session_headers(reply) | own_headers(call.exchange)
+        if not 200 <= reply.status < 300:
+            await reply.aclose()
+            status = reply.status if reply.status < 500 else 502
+            message = f"The MCP server answered HTTP {reply.status}."
+            return await self._answer(
+                call, jsonrpc.error(_id(request), SERVER_FAILED, message), status, headers
+            )
+        if reply.streams:
+            events = self._events(call, reply, request)
+            return StreamingResponse(events, media_type=EVENT_STREAM, headers=headers)
+        try:
+            body = await reply.body()
+        finally:
+            await reply.aclose()
+        if not body.strip():
+            call.conclude(reply.status)
+            await call.done()
+            return Response(status_code=reply.status, headers=headers)
+        answer = _message(body)
+        if answer is None:
+            error = jsonrpc.error(
+                _id(request), SERVER_FAILED, "The MCP server's answer is not JSON-RPC."
+            )
+            return await self._answer(call, error, 502, headers)
+        judged = await self._judge_message(call, answer, request)
+        if judged is None:
+            call.conclude(202)
+            await call.done()
+            return Response(status_code=202, headers=headers)
+        return await self._answer(call, judged, reply.status, headers)
+
+    async def _events(
+        self, call: McpCall, reply: McpReply, request: dict[str, Any] | None
+    ) -> AsyncIterator[bytes]:
+        answered, status = False, 200
+        try:
+            async for event in reply.events():
+                answer = _message(event.data.encode()) if event.data is not None else None
+                if answer is None:
+                    continue  # keep-alives, comments and anything else that is not JSON-RPC
+                answered = answered or _answers(answer, request)
+                judged = await self._judge_message(call, answer, request)
+                if judged is not None:
+                    yield _event(judged, event.id)
+        except UpstreamError as exc:
+            status, call.exchange.error = 502, exc.message
+            if request is not None and not answered:
+                yield _event(jsonrpc.error(request["id"], SERVER_FAILED, exc.message), None)
+        finally:
+            await reply.aclose()
+            call.conclude(status)
+            await call.done()
+
+    async def _judge_message(
+        self, call: McpCall, message: dict[str, Any], request: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The server's message as the client may receive it, or None to withhold it."""
+        if jsonrpc.invalid(message) is not None:
+            call.exchange.notes.append("a message that is not JSON-RPC was withheld")
+            return None
+        kind = jsonrpc.kind(message)
+        if kind == "request":
+            return await self._server_request(call, message)
+        if kind == "notification":
+            found = surface(message.get("params", {}), "params")
+            ruling = await self._judge_inbound(call, found)
+            carried: dict[str, Any] | None = self._carry(call, ruling, message, "output")
+            return carried
+        if (call.session, str(message["id"])) in self._cancelled:
+            return jsonrpc.error(message["id"], CANCELLED, "The request was cancelled.")
+        if "error" in message:
+            ruling = await self._judge_inbound(call, surface(message["error"], "error"))
+            if ruling.action in STOPS:
+                return jsonrpc.error(
+                    message["id"], SERVER_FAILED, "The MCP server's error was withheld."
+                )
+            kept: dict[str, Any] | None = self._carry(call, ruling, message, "output")
+            return kept
+        method = str(request.get("method")) if request and _answers(message, request) else ""
+        return await self._server_result(call, method, message)
+
+    async def _server_result(
+        self, call: McpCall, method: str, message: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        result = message["result"]
+        if method in LISTINGS:
+            message["result"] = await self._listing(call, method, result)
+            return message
+        ruling = await self._judge_inbound(call, result_surface(method, result))
+        if ruling.action in STOPS and method == "initialize":
+            result.pop("instructions", None)  # the session goes on without them
+            info = result.get("serverInfo")
+            if isinstance(info, dict):
+                result["serverInfo"] = {k: info[k] for k in ("name", "version") if k in info}
+            call.exchange.notes.append("the server's instructions were withheld")
+            return message
+        carried = self._carry(call, ruling, result, "output")
+        if carried is None:
+            return self._blocked(call, message["id"], method == "tools/call", ruling)
+        message["result"] = carried
+        return message
+
+    async def _listing(self, call: McpCall, method: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Each entry judged on its own: an unsafe one is removed, the rest kept as sent."""
+        key = LISTINGS[method]
+        entries = result.get(key)
+        if not isinstance(entries, list):
+            return result
+        labels = [f"{key}[{_entry_name(e, i)}]" for i, e in enumerate(entries)]
+        rulings = await asyncio.gather(
+            *(
+                self._judge_inbound(call, Surface([Piece(label, entry_text(key, entry))]))
+                for label, entry in zip(labels, entries, strict=True)
+            )
+        )
+        kept: list[Any] = []
+        removed: list[str] = []
+        for entry, ruling, label in zip(entries, rulings, labels, strict=True):
+            allowed = self._decided(call, ruling, "output") not in STOPS
+            if key == "tools" and isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                self._tools[(call.route.tenant.tenant, call.server.name, entry["name"])] = allowed
+            if allowed:
+                kept.append(entry)
+            else:
+                removed.append(label)
+        if removed:
+            call.note(removed=[*call.exchange.mcp.get("removed", []), *removed])  # type: ignore[union-attr]
+            call.exchange.action = "block"
+        return result | {key: kept}
+
+    async def _server_request(
+        self, call: McpCall, message: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """A request for the client (its model, its user): judged, or refused on its behalf
+        when the tenant says so; a refused one is answered to the server, never relayed."""
+        method, params = message["method"], message.get("params", {})
+        tenant = call.route.tenant
+        refused = method == "sampling/createMessage" and tenant.mcp.sampling == "refuse"
+        ruling = (
+            NOT_JUDGED
+            if refused
+            else await self._judge_inbound(call, request_surface(method, params))
+        )
+        carried = None if refused else self._carry(call, ruling, params, "output")
+        if carried is not None:
+            return message | {"params": carried}
+        why = "refused by the tenant's policy" if refused else "blocked by the tenant's policy"
+        call.exchange.notes.append(f"the server's {method} was {why}")
+        answer = jsonrpc.error(message["id"], BLOCKED, f"The request was {why}.")
+        reply = await call.server.send("POST", self._headers(call), json.dumps(answer).encode())
+        await reply.aclose()
+        return None
+
+    # -- judging ----------------------------------------------------------------------------
+
+    async def _judge_inbound(self, call: McpCall, found: Surface) -> Ruling:
+        """What the agent's model will read next, under the tenant's input rules, on its
+        chain as a tool turn (so an injection classifier with `turns: [tool]` judges it)."""
+        tenant, rules = call.route.tenant, call.profile.input
+        if found.unjudged and tenant.input.unjudged_parts == "refuse":
+            call.exchange.notes.append(f"parts no guard can judge: {', '.join(found.unjudged)}")
+            return Ruling(SKIPPED, Action.BLOCK, Action.BLOCK)
+        text, images = found.text(), await self._images(call, found)
+        if not tenant.input.enabled or (not text and not images):
+            return NOT_JUDGED
+        turns = [Turn("result", "tool", text)] if text else []
+        chain = call.route.chain
+        result = await chain.judge_input("", images, turns, rules, tenant.input)
+        call.judged_in.append(result)
+        masker, monitor = call.route.masker, tenant.mode == "monitor"
+        return rule(result, tenant, rules, [text], masker, monitor)
+
+    async def _judge_outbound(self, call: McpCall, text: str) -> Ruling:
+        """The agent's tool arguments, as its output, under the tenant's output rules."""
+        tenant, rules = call.route.tenant, call.profile.output
+        if not tenant.output.enabled or not text.strip():
+            return NOT_JUDGED
+        checks = output_checks("", None, [text], rules, tenant.output.window_chars)
+        result = await call.route.chain.judge_output(checks)
+        call.judged_out.append(result)
+        masker, monitor = call.route.masker, tenant.mode == "monitor"
+        return rule(result, tenant, rules, [text], masker, monitor)
+
+    async def _images(self, call: McpCall, found: Surface) -> list[GuardImage]:
+        images = []
+        for piece in found.images():
+            assert piece.image is not None
+            try:
+                prepared = await prepare_image(
+                    piece.image, piece.label, call.route.tenant.images, call.fetcher
+                )
+            except GuardproxyError as exc:
+                raise McpProblem(200, BLOCKED, f"An image could not be judged: {exc}") from exc
+            images.append(GuardImage(piece.label, prepared.guard_data_url()))
+        return images
+
+    def _decided(self, call: McpCall, ruling: Ruling, direction: str) -> Action:
+        exchange = call.exchange
+        if ruling.monitored:
+            exchange.monitor = True
+            exchange.monitored(direction, ruling.decided.value)
+        if ruling.action is Action.FLAG and direction not in exchange.flags:
+            exchange.flag(direction)
+        return ruling.action
+
+    def _carry(self, call: McpCall, ruling: Ruling, value: Any, direction: str) -> Any:
+        """`value` as the ruling lets it through (masked), or None when it stops here. The
+        tenant's always-on detectors mask every judged string, whatever the verdict."""
+        action = self._decided(call, ruling, direction)
+        if action in STOPS:
+            call.exchange.action = "fail" if action is Action.FAIL else "block"
+            return None
+        masker = call.route.masker
+        types = ruling.redact if action is Action.REDACT else masker.always
+        if not types:
+            return value
+        counting = masker.counting(call.exchange.tally(direction))
+        masked, count = mask_tree(value, lambda text: counting.mask(text, types))
+        if count:
+            redacted = call.exchange.redacted
+            redacted[direction] = redacted.get(direction, 0) + count
+        return masked
+
+    def _blocked(
+        self, call: McpCall, id: Any, tool_result: bool, ruling: Ruling | None = None
+    ) -> dict[str, Any]:
+        """A blocked tool call or result as the agent reads it: a tool error it can tell the
+        user about (`on_block: refusal`), or a JSON-RPC error."""
+        exchange, tenant = call.exchange, call.route.tenant
+        if exchange.action in ("allow", "flag", "redact"):
+            exchange.action = "block"
+        if ruling is not None and ruling.action is Action.FAIL:
+            message = "The content-safety check could not run, so the message was withheld."
+            return jsonrpc.error(id, BLOCKED, message, {"guardproxy": exchange.client_view()})
+        refusal = refusal_for(exchange, tenant)
+        if tool_result and tenant.on_block == "refusal":
+            content = [{"type": "text", "text": refusal}]
+            return jsonrpc.result(id, {"isError": True, "content": content})
+        return jsonrpc.error(id, BLOCKED, refusal, {"guardproxy": exchange.client_view()})
+
+    async def _answer(
+        self,
+        call: McpCall,
+        message: dict[str, Any],
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        call.conclude(status)
+        await call.done()
+        headers = headers if headers is not None else own_headers(call.exchange)
+        return JSONResponse(message, status, headers=headers)
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _headers(self, call: McpCall) -> dict[str, str]:
+        return {"content-type": "application/json", "accept": ACCEPT, **call.headers}
+
+    def _cancel(self, session: str, request_id: Any) -> None:
+        if request_id is None:
+            return
+        self._cancelled[(session, str(request_id))] = None
+        while len(self._cancelled) > CANCELLED_KEPT:
+            self._cancelled.popitem(last=False)
+
+
+def passed_headers(headers: Any) -> dict[str, str]:
+    """The client's headers the server sees."""
+    return {name: headers[name] for name in PASSED_HEADERS if name in headers}
+
+
+def problem_response(problem: McpProblem, exchange: Exchange) -> Response:
+    body = jsonrpc.error(problem.id, problem.code, problem.message)
+    return JSONResponse(body, problem.status, headers=own_headers(exchange))
+
+
+def own_headers(exchange: Exchange) -> dict[str, str]:
+    return {"x-guardproxy-request-id": exchange.request_id}
+
+
+def _session_headers(reply: McpReply) -> dict[str, str]:
+    return {SESSION_HEADER: reply.session_id} if reply.session_id else {}
+
+
+def _message(body: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def _answers(message: dict[str, Any], request: dict[str, Any] | None) -> bool:
+    return request is not None and "method" not in message and message.get("id") == request["id"]
+
+
+def _id(request: dict[str, Any] | None) -> Any:
+    return request.get("id") if request is not None else None
+
+
+def _entry_name(entry: Any, index: int) -> str:
+    if isinstance(entry, dict):
+        for key in ("name", "uri", "uriTemplate"):
+            if isinstance(entry.get(key), str):
+                return str(entry[key])
+    return str(index)
+
+
+def _event(message: dict[str, Any], id: str | None) -> bytes:
+    head = f"id: {id}\n" if id else ""
+    return f"event: message\n{head}data: {json.dumps(message, ensure_ascii=False)}\n\n".encode()
+
+
+async def _first_answer(reply: McpReply) -> dict[str, Any] | None:
+    """The response a request of the gateway's own gets, JSON or the first of a stream."""
+    try:
+        if not 200 <= reply.status < 300:
+            return None
+        if not reply.streams:
+            return _message(await reply.body())
+        async for event in reply.events():
+            message = _message(event.data.encode()) if event.data else None
+            if message is not None and "method" not in message:
+                return message
+        return None
+    finally:
+        await reply.aclose()

@@ -1,0 +1,105 @@
+"""`/mcp/{name}`: the MCP gateway's endpoint. The tenant's key picks its policy and the MCP
+servers it may reach; the server's credentials come from the config only. Every failure is
+answered in JSON-RPC's shape with the right HTTP status, and every exchange is recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from guardproxy.api.mcp.gateway import McpCall, passed_headers, problem_response
+from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, SERVER_FAILED, McpProblem
+from guardproxy.errors import (
+    AuthenticationError,
+    GuardproxyError,
+    PayloadTooLarge,
+    RequestError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from guardproxy.observe.logs import bind as bind_logs
+from guardproxy.pipeline.exchange import Exchange
+from guardproxy.server.endpoints import audit_exchange, client_address_of, read_body
+from guardproxy.server.runtime import Runtime, app_state
+
+REGION_HEADER = "x-guardproxy-region"
+
+
+async def mcp_endpoint(request: Request) -> Response:
+    runtime = app_state(request.app).runtime
+    exchange = Exchange(api="mcp")
+    exchange.client_address = client_address_of(request, runtime.settings.trusted_proxies)
+    bind_logs(exchange)
+    span = runtime.tracing.begin_request(request.headers, "mcp")
+    exchange.trace_id = runtime.tracing.trace_id(span)
+    written = False
+
+    async def done() -> None:
+        nonlocal written
+        if not written:
+            written = True
+            await audit_exchange(runtime, exchange, span)
+
+    try:
+        response = await _handle(runtime, request, exchange, done)
+    except McpProblem as problem:
+        exchange.conclude(problem.status, error=problem.message)
+        response = problem_response(problem, exchange)
+    except GuardproxyError as exc:
+        mapped = _problem(exc)
+        exchange.conclude(mapped.status, error=mapped.message)
+        response = problem_response(mapped, exchange)
+    except BaseException as exc:
+        exchange.conclude(500, error=f"internal error: {type(exc).__name__}")
+        await done()
+        raise
+    if exchange.status is not None and exchange.status >= 400 and not written:
+        await done()
+    return response
+
+
+async def _handle(runtime: Runtime, request: Request, exchange: Exchange, done: Any) -> Response:
+    tenant, exchange.key_id = runtime.policies.identify(request.headers.get("authorization"))
+    exchange.tenant = tenant.tenant
+    exchange.refusals = runtime.policies.refusals.get(tenant.tenant)
+    exchange.accept_language = request.headers.get("accept-language")
+    name = request.path_params["name"]
+    gateway = runtime.mcp
+    exchange.mcp = {"server": name}
+    if gateway is None or name not in gateway.servers:
+        raise McpProblem(404, INVALID_REQUEST, f"There is no MCP server {name!r}.")
+    if name not in tenant.mcp.servers:
+        raise McpProblem(403, INVALID_REQUEST, f"This key may not use the MCP server {name!r}.")
+    route = runtime.route_for(tenant)
+    call = McpCall(
+        route,
+        route.profile(request.headers.get(REGION_HEADER)),
+        gateway.servers[name],
+        exchange,
+        runtime.fetcher,
+        passed_headers(request.headers),
+        done,
+    )
+    exchange.guard = tenant.guards[0].guard
+    if request.method == "GET":
+        return await gateway.get(call)
+    if request.method == "DELETE":
+        return await gateway.delete(call)
+    body = await read_body(request, runtime.settings.max_body_bytes)
+    return await gateway.post(call, body)
+
+
+def _problem(exc: GuardproxyError) -> McpProblem:
+    if isinstance(exc, AuthenticationError):
+        return McpProblem(401, INVALID_REQUEST, str(exc))
+    if isinstance(exc, PayloadTooLarge):
+        return McpProblem(413, INVALID_REQUEST, exc.message)
+    if isinstance(exc, RequestError):
+        return McpProblem(400, INVALID_REQUEST, exc.message)
+    if isinstance(exc, UpstreamTimeout):
+        return McpProblem(504, SERVER_FAILED, exc.message)
+    if isinstance(exc, UpstreamError):
+        return McpProblem(502, SERVER_FAILED, exc.message)
+    return McpProblem(503, SERVER_FAILED, "guardproxy could not judge this message.")
