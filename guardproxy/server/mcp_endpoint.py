@@ -44,19 +44,15 @@ async def mcp_endpoint(request: Request) -> Response:
 
     try:
         response = await _handle(runtime, request, exchange, done)
-    except McpProblem as problem:
-        exchange.conclude(problem.status, error=problem.message)
-        response = problem_response(problem, exchange)
     except GuardproxyError as exc:
-        mapped = _problem(exc)
-        exchange.conclude(mapped.status, error=mapped.message)
-        response = problem_response(mapped, exchange)
+        problem = exc if isinstance(exc, McpProblem) else _problem(exc)
+        exchange.conclude(problem.status, error=problem.message)
+        await done()
+        return problem_response(problem, exchange)
     except BaseException as exc:
         exchange.conclude(500, error=f"internal error: {type(exc).__name__}")
         await done()
         raise
-    if exchange.status is not None and exchange.status >= 400 and not written:
-        await done()
     return response
 
 

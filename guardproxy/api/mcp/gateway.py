@@ -174,7 +174,7 @@ class McpGateway:
             listed = answer.get("result") if answer else None
             if not isinstance(listed, dict):
                 return
-            await self._listing(call, "tools/list", listed)
+            await self._listing(call, "tools/list", listed, record=False)
             cursor = listed.get("nextCursor")
             if not isinstance(cursor, str):
                 return
@@ -229,10 +229,12 @@ class McpGateway:
                 judged = await self._judge_message(call, answer, request)
                 if judged is not None:
                     yield _event(judged, event.id)
-        except UpstreamError as exc:
-            status, call.exchange.error = 502, exc.message
+        except GuardproxyError as exc:  # the server failed, or its message cannot be judged
+            status, message = (502, exc.message) if isinstance(exc, UpstreamError) else (200, "")
+            message = message or f"The MCP server's message was withheld: {exc}"
+            call.exchange.error = message
             if request is not None and not answered:
-                yield _event(jsonrpc.error(request["id"], SERVER_FAILED, exc.message), None)
+                yield _event(jsonrpc.error(request["id"], SERVER_FAILED, message), None)
         finally:
             await reply.aclose()
             call.conclude(status)
@@ -287,8 +289,11 @@ class McpGateway:
         message["result"] = carried
         return message
 
-    async def _listing(self, call: McpCall, method: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Each entry judged on its own: an unsafe one is removed, the rest kept as sent."""
+    async def _listing(
+        self, call: McpCall, method: str, result: dict[str, Any], record: bool = True
+    ) -> dict[str, Any]:
+        """Each entry judged on its own: an unsafe one is removed, the rest kept as sent.
+        `record`: the listing is the client's answer (not one the gateway asked for itself)."""
         key = LISTINGS[method]
         entries = result.get(key)
         if not isinstance(entries, list):
@@ -310,8 +315,8 @@ class McpGateway:
                 kept.append(entry)
             else:
                 removed.append(label)
-        if removed:
-            call.note(removed=[*call.exchange.mcp.get("removed", []), *removed])  # type: ignore[union-attr]
+        if removed and record:
+            call.note(removed=removed)
             call.exchange.action = "block"
         return result | {key: kept}
 
