@@ -298,7 +298,8 @@ class McpGateway:
         entries = result.get(key)
         if not isinstance(entries, list):
             return result
-        labels = [f"{key}[{_entry_name(e, i)}]" for i, e in enumerate(entries)]
+        names = [_entry_name(entry, index) for index, entry in enumerate(entries)]
+        labels = [f"{key}[{name}]" for name in names]
         rulings = await asyncio.gather(
             *(
                 self._judge_inbound(call, Surface([Piece(label, entry_text(key, entry))]))
@@ -307,14 +308,14 @@ class McpGateway:
         )
         kept: list[Any] = []
         removed: list[str] = []
-        for entry, ruling, label in zip(entries, rulings, labels, strict=True):
+        for entry, ruling, name in zip(entries, rulings, names, strict=True):
             allowed = self._decided(call, ruling, "output") not in STOPS
             if key == "tools" and isinstance(entry, dict) and isinstance(entry.get("name"), str):
                 self._tools[(call.route.tenant.tenant, call.server.name, entry["name"])] = allowed
             if allowed:
                 kept.append(entry)
             else:
-                removed.append(label)
+                removed.append(name)
         if removed and record:
             call.note(removed=removed)
             call.exchange.action = "block"
