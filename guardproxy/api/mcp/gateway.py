@@ -251,6 +251,8 @@ class McpGateway:
         if kind == "request":
             return await self._server_request(call, message)
         if kind == "notification":
+            if message["method"] == "notifications/tools/list_changed":
+                self._forget_tools(call)  # the next call to each tool is judged anew
             found = surface(message.get("params", {}), "params")
             ruling = await self._judge_inbound(call, found)
             carried: dict[str, Any] | None = self._carry(call, ruling, message, "output")
@@ -447,6 +449,11 @@ class McpGateway:
 
     def _headers(self, call: McpCall) -> dict[str, str]:
         return {"content-type": "application/json", "accept": ACCEPT, **call.headers}
+
+    def _forget_tools(self, call: McpCall) -> None:
+        scope = (call.route.tenant.tenant, call.server.name)
+        for key in [key for key in self._tools if key[:2] == scope]:
+            del self._tools[key]
 
     def _cancel(self, session: str, request_id: Any) -> None:
         if request_id is None:
