@@ -33,10 +33,11 @@ RESTART_TIMEOUT_S = 10.0
 
 @dataclass
 class SeenRequest:
-    """One HTTP request as the server received it: lowercase headers, JSON-RPC method if any."""
+    """One HTTP request as the server received it: lowercase headers, body, JSON-RPC method."""
 
     http_method: str
     headers: dict[str, str]
+    body: bytes
     rpc_method: str | None
 
 
@@ -153,7 +154,7 @@ class RestartableMCPApp:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        seen = SeenRequest(scope["method"], headers, _rpc_method(body))
+        seen = SeenRequest(scope["method"], headers, body, _rpc_method(body))
         self.state.requests.append(seen)
         replayed = False
 
