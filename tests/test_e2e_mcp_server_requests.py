@@ -114,24 +114,31 @@ def test_a_safe_sampling_request_reaches_the_client_judged(
 def test_an_unsafe_sampling_request_is_answered_to_the_server_and_never_relayed(
     start_proxy: ProxyFactory, server: tuple[FakeServer, str]
 ) -> None:
-    state, url = server
+    state, _ = server
     state.sampling_text = UNSAFE_SAMPLING
-    proxy = start(start_proxy, url, "judge")
-    messages = call_tool(proxy.url, proxy.key)
-    assert [m.get("id") for m in messages] == [1]
+    _, messages = withheld_sampling(start_proxy, server, "judge")
     assert UNSAFE_SAMPLING not in json.dumps(messages)
-    assert [a["id"] for a in state.answers] == ["s1"]
     assert state.answers[0]["error"]["code"] == -32010
 
 
 def test_a_tenant_that_refuses_sampling_never_asks_the_guard_about_it(
     start_proxy: ProxyFactory, server: tuple[FakeServer, str]
 ) -> None:
-    state, url = server
-    proxy = start(start_proxy, url, "refuse")
-    messages = call_tool(proxy.url, proxy.key)
-    assert [m.get("id") for m in messages] == [1]
-    assert [a["id"] for a in state.answers] == ["s1"]
+    state, _ = server
+    proxy, _ = withheld_sampling(start_proxy, server, "refuse")
     assert "refused" in state.answers[0]["error"]["message"]
     judged = json.dumps([request.json for request in proxy.guard.requests])
     assert state.sampling_text not in judged
+
+
+def withheld_sampling(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str], sampling: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """A tools/call whose server's sampling request the gateway answers itself: the client
+    gets only the call's result, and the server one answer to its request."""
+    state, url = server
+    proxy = start(start_proxy, url, sampling)
+    messages = call_tool(proxy.url, proxy.key)
+    assert [m.get("id") for m in messages] == [1]
+    assert [a["id"] for a in state.answers] == ["s1"]
+    return proxy, messages
