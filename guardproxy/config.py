@@ -234,6 +234,10 @@ class McpServerSettings(Frozen):
     timeout_s: float = Field(default=60.0, gt=0)
     # A JSON-RPC message larger than this is never relayed (it could not be judged whole).
     max_response_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Consecutive failures (no answer, a timeout, a 5xx, a stream broken off) that stop
+    # requests to the server for `breaker_open_s`; then one request probes it.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_open_s: float = Field(default=30.0, gt=0)
 
     @field_validator("headers")
     @classmethod

@@ -23,6 +23,7 @@ from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.server.endpoints import audit_exchange, client_address_of, read_body
 from guardproxy.server.runtime import Runtime, app_state
+from guardproxy.upstreams.mcp import ServerUnavailable
 
 REGION_HEADER = "x-guardproxy-region"
 
@@ -94,6 +95,8 @@ def _problem(exc: GuardproxyError) -> McpProblem:
         return McpProblem(413, INVALID_REQUEST, exc.message)
     if isinstance(exc, RequestError):
         return McpProblem(400, INVALID_REQUEST, exc.message)
+    if isinstance(exc, ServerUnavailable):
+        return McpProblem(503, SERVER_FAILED, exc.message)
     if isinstance(exc, UpstreamTimeout):
         return McpProblem(504, SERVER_FAILED, exc.message)
     if isinstance(exc, UpstreamError):
