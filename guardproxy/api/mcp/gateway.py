@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from guardproxy.api.mcp import jsonrpc
 from guardproxy.api.mcp.jsonrpc import BLOCKED, CANCELLED, SERVER_FAILED, McpProblem
 from guardproxy.api.mcp.surfaces import (
+    KEPT_BY_MASKING,
     LISTINGS,
     Piece,
     Surface,
@@ -57,6 +58,9 @@ from guardproxy.upstreams.mcp import EVENT_STREAM, SESSION_HEADER, McpReply, Mcp
 PASSED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "last-event-id")
 ACCEPT = "application/json, text/event-stream"
 CANCELLED_KEPT = 10_000  # cancelled request ids remembered, oldest forgotten first
+# What else a client sends a server as text: the tenant's always-on detectors mask it.
+CLIENT_TEXT = {"prompts/get": ("arguments",), "completion/complete": ("argument", "context")}
+ENTRY_KEPT = KEPT_BY_MASKING | {"name"}  # a listing entry's name is how it is called
 
 
 @dataclass
@@ -111,6 +115,18 @@ class McpGateway:
             if refused is not None:
                 return await self._answer(call, refused)
             body = json.dumps(message, ensure_ascii=False).encode()
+        elif kind == "request" and method in CLIENT_TEXT:
+            # Text the client sends a server for no model to read: masked, not judged.
+            params = message.get("params", {})
+            types = call.route.masker.always
+            masked = {
+                key: self._masked(call, params[key], types, "input", ENTRY_KEPT)
+                for key in CLIENT_TEXT[method]
+                if key in params
+            }
+            if masked:
+                message["params"] = params | masked
+                body = json.dumps(message, ensure_ascii=False).encode()
         elif kind == "notification" and method == "notifications/cancelled":
             self._cancel(call.session, message.get("params", {}).get("requestId"))
         reply = await call.server.send("POST", self._headers(call), body)
@@ -310,12 +326,14 @@ class McpGateway:
         )
         kept: list[Any] = []
         removed: list[str] = []
+        masker = call.route.masker
         for entry, ruling, name in zip(entries, rulings, names, strict=True):
             allowed = self._decided(call, ruling, "output") not in STOPS
             if key == "tools" and isinstance(entry, dict) and isinstance(entry.get("name"), str):
                 self._tools[(call.route.tenant.tenant, call.server.name, entry["name"])] = allowed
-            if allowed:
-                kept.append(entry)
+            if allowed:  # its name stays: it is what the client calls the entry by
+                types = ruling.redact if ruling.action is Action.REDACT else masker.always
+                kept.append(self._masked(call, entry, types, "output", ENTRY_KEPT))
             else:
                 removed.append(name)
         if removed and record:
@@ -405,12 +423,22 @@ class McpGateway:
         if action in STOPS:
             call.exchange.action = "fail" if action is Action.FAIL else "block"
             return None
-        masker = call.route.masker
-        types = ruling.redact if action is Action.REDACT else masker.always
+        types = ruling.redact if action is Action.REDACT else call.route.masker.always
+        return self._masked(call, value, types, direction)
+
+    def _masked(
+        self,
+        call: McpCall,
+        value: Any,
+        types: frozenset[str],
+        direction: str,
+        keep: frozenset[str] = KEPT_BY_MASKING,
+    ) -> Any:
+        """`value` with the detectors `types` run on its strings, the masks counted."""
         if not types:
             return value
-        counting = masker.counting(call.exchange.tally(direction))
-        masked, count = mask_tree(value, lambda text: counting.mask(text, types))
+        counting = call.route.masker.counting(call.exchange.tally(direction))
+        masked, count = mask_tree(value, lambda text: counting.mask(text, types), keep)
         if count:
             redacted = call.exchange.redacted
             redacted[direction] = redacted.get(direction, 0) + count

@@ -118,20 +118,21 @@ def entry_text(key: str, entry: Any) -> str:
     return "\n".join([*head, *(text for schema in schemas for text in _schema_texts(schema))])
 
 
-def mask_tree(value: Any, mask: Any) -> tuple[Any, int]:
-    """`value` with every maskable string passed through `mask(text) -> (text, count)`."""
+def mask_tree(value: Any, mask: Any, keep: frozenset[str] = KEPT_BY_MASKING) -> tuple[Any, int]:
+    """`value` with every maskable string passed through `mask(text) -> (text, count)`;
+    the values of `keep` keys, and media data, as they are."""
     if isinstance(value, str):
         masked: tuple[Any, int] = mask(value)
         return masked
     if isinstance(value, list):
-        items = [mask_tree(item, mask) for item in value]
+        items = [mask_tree(item, mask, keep) for item in value]
         return [item for item, _ in items], sum(count for _, count in items)
     if isinstance(value, dict):
         media = value.get("type") in MEDIA
         pairs = {
             key: (item, 0)
-            if key in KEPT_BY_MASKING or (media and key == "data")
-            else mask_tree(item, mask)
+            if key in keep or (media and key == "data")
+            else mask_tree(item, mask, keep)
             for key, item in value.items()
         }
         return {key: item for key, (item, _) in pairs.items()}, sum(c for _, c in pairs.values())
