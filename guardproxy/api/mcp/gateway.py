@@ -225,7 +225,13 @@ class McpGateway:
                 _id(request), SERVER_FAILED, "The MCP server's answer is not JSON-RPC."
             )
             return await self._answer(call, error, 502, headers)
-        judged = await self._judge_message(call, answer, request)
+        try:
+            judged = await self._judge_message(call, answer, request)
+        except GuardproxyError as exc:  # judging it failed, or answering the server did
+            status, message = _withheld(call, exc)
+            return await self._answer(
+                call, jsonrpc.error(_id(request), SERVER_FAILED, message), status, headers
+            )
         if judged is None:
             call.conclude(202)
             await call.done()
@@ -246,9 +252,7 @@ class McpGateway:
                 if judged is not None:
                     yield _event(judged, event.id)
         except GuardproxyError as exc:  # the server failed, or its message cannot be judged
-            status, message = (502, exc.message) if isinstance(exc, UpstreamError) else (200, "")
-            message = message or f"The MCP server's message was withheld: {exc}"
-            call.exchange.error = message
+            status, message = _withheld(call, exc)
             if request is not None and not answered:
                 yield _event(jsonrpc.error(request["id"], SERVER_FAILED, message), None)
         finally:
@@ -503,6 +507,17 @@ def problem_response(problem: McpProblem, exchange: Exchange) -> Response:
 
 def own_headers(exchange: Exchange) -> dict[str, str]:
     return {"x-guardproxy-request-id": exchange.request_id}
+
+
+def _withheld(call: McpCall, exc: GuardproxyError) -> tuple[int, str]:
+    """The status and message of an answer that ends in `exc`: the server failed (502), or
+    its message could not be judged and is withheld (200, a JSON-RPC error)."""
+    if isinstance(exc, UpstreamError):
+        status, message = 502, exc.message
+    else:
+        status, message = 200, f"The MCP server's message was withheld: {exc}"
+    call.exchange.error = message
+    return status, message
 
 
 def _session_headers(reply: McpReply) -> dict[str, str]:
