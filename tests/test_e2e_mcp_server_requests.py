@@ -7,7 +7,9 @@ first, as Streamable HTTP allows."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +42,9 @@ def create_server(state: FakeServer) -> Starlette:
         message = json.loads(await request.body())
         if "method" not in message:  # an answer to the server's own request
             state.answers.append(message)
+            return Response(status_code=202)
+        if "id" not in message:  # a notification
+            state.received.append(message)
             return Response(status_code=202)
         state.received.append(message)
         if message["method"] != "tools/call":
@@ -248,3 +253,25 @@ def test_a_result_whose_image_cannot_be_judged_is_withheld_with_the_requests_id(
     assert answer["error"]["code"] == -32011
     assert "withheld" in answer["error"]["message"]
     assert "result" not in answer
+
+
+def test_a_call_cancelled_while_its_result_is_judged_stops_being_judged(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str]
+) -> None:
+    """The guard holds its answer; the client's cancellation ends the judging, so the call
+    answers with the cancellation error (-32012), not the guard's timeout (a -32010 failure)."""
+    _, url = server
+    proxy = start(start_proxy, url, "refuse")  # no sampling check ahead of the result's
+    proxy.guard.hold_until = 99  # the guard answers nothing
+    with ThreadPoolExecutor(1) as pool:
+        called = pool.submit(call_tool, proxy.url, proxy.key)
+        deadline = time.monotonic() + 10
+        while proxy.guard.in_flight == 0:  # the result's check has reached the guard
+            assert time.monotonic() < deadline, "the result was never judged"
+            time.sleep(0.01)
+        cancel = {"requestId": 1, "reason": "the user stopped it"}
+        notice = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel}
+        headers = {"authorization": f"Bearer {proxy.key}", "mcp-session-id": SESSION}
+        httpx.post(f"{proxy.url}/mcp/fake", json=notice, headers=headers, timeout=10)
+        messages = called.result(timeout=10)
+    assert [m["error"]["code"] for m in messages] == [-32012]

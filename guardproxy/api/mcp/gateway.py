@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
+from weakref import WeakValueDictionary
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -76,6 +77,7 @@ class McpCall:
     done: Callable[[], Awaitable[None]]  # writes the audit record, once
     judged_in: list[CheckResult] = field(default_factory=list)
     judged_out: list[CheckResult] = field(default_factory=list)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # by the client
 
     @property
     def session(self) -> str:
@@ -103,6 +105,8 @@ class McpGateway:
         self.servers = servers
         self._tools: dict[tuple[str, str, str], bool] = {}  # (tenant, server, tool) -> allowed
         self._cancelled: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # The requests this worker is answering now, by session and id (gone with the call).
+        self._open: WeakValueDictionary[tuple[str, str], McpCall] = WeakValueDictionary()
 
     # -- the client's POST ------------------------------------------------------------------
 
@@ -110,6 +114,8 @@ class McpGateway:
         message = jsonrpc.parse(body)
         kind, method = jsonrpc.kind(message), message.get("method")
         call.note(method=method or "response")
+        if kind == "request":
+            self._open[(call.session, str(message["id"]))] = call
         if kind == "request" and method == "tools/call":
             refused = await self._tool_call(call, message)
             if refused is not None:
@@ -287,8 +293,23 @@ class McpGateway:
                 )
             kept: dict[str, Any] | None = self._carry(call, ruling, message, "output")
             return kept
-        method = str(request.get("method")) if request and _answers(message, request) else ""
-        return await self._server_result(call, method, message)
+        if request is None or not _answers(message, request):
+            return await self._server_result(call, "", message)
+        # The answer to the client's request: judged unless the client cancels it meanwhile,
+        # which stops its guard calls where they are.
+        judging = asyncio.ensure_future(self._server_result(call, request["method"], message))
+        cancelled = asyncio.ensure_future(call.cancelled.wait())
+        try:
+            await asyncio.wait((judging, cancelled), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            if not judging.done():
+                judging.cancel()
+                await asyncio.wait((judging,))  # its guard calls closed; our own cancel kept
+        if judging.cancelled():
+            call.exchange.notes.append("cancelled by the client while it was judged")
+            return jsonrpc.error(message["id"], CANCELLED, "The request was cancelled.")
+        return judging.result()
 
     async def _server_result(
         self, call: McpCall, method: str, message: dict[str, Any]
@@ -490,9 +511,13 @@ class McpGateway:
     def _cancel(self, session: str, request_id: Any) -> None:
         if request_id is None:
             return
-        self._cancelled[(session, str(request_id))] = None
+        key = (session, str(request_id))
+        self._cancelled[key] = None
         while len(self._cancelled) > CANCELLED_KEPT:
             self._cancelled.popitem(last=False)
+        call = self._open.get(key)
+        if call is not None:
+            call.cancelled.set()
 
 
 def passed_headers(headers: Any) -> dict[str, str]:
