@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from guardproxy.core.fields import IDENTIFIER
+
 # Values that are protocol structure, never text a model reads as instructions.
 STRUCTURAL = frozenset(
     {
@@ -18,6 +20,7 @@ STRUCTURAL = frozenset(
         "protocolVersion", "cursor", "nextCursor", "blob", "_meta",
     }
 )  # fmt: skip
+SCHEMAS = ("inputSchema", "outputSchema")
 KEPT_BY_MASKING = STRUCTURAL | {"uri"}  # a resource's identity, judged but never rewritten
 MEDIA = frozenset({"image", "audio"})
 # A listing's entries: one judged apart, so an unsafe entry is removed and the rest kept.
@@ -111,11 +114,10 @@ def entry_text(key: str, entry: Any) -> str:
     if key != "tools":
         return "\n".join(text for _, text in _leaves(entry, ""))
     head = [str(entry.get(k, "")) for k in ("name", "title", "description") if entry.get(k)]
-    annotations = entry.get("annotations")
-    if isinstance(annotations, dict) and isinstance(annotations.get("title"), str):
-        head.append(annotations["title"])
-    schemas = [entry.get(k) for k in ("inputSchema", "outputSchema") if entry.get(k)]
-    return "\n".join([*head, *(text for schema in schemas for text in _schema_texts(schema))])
+    schemas = [entry.get(k) for k in SCHEMAS if entry.get(k)]
+    rest = {k: v for k, v in entry.items() if k not in ("name", "title", "description", *SCHEMAS)}
+    texts = [*(t for schema in schemas for t in _schema_texts(schema)), *strings(rest)]
+    return "\n".join([*head, *texts])
 
 
 def mask_tree(value: Any, mask: Any, keep: frozenset[str] = KEPT_BY_MASKING) -> tuple[Any, int]:
@@ -145,6 +147,9 @@ def strings(value: Any) -> list[str]:
 
 
 def _leaves(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string a reader could take for words. A structural key's value is skipped only
+    while it is identifier-shaped, and a key that is not identifier-shaped is text itself: a
+    server cannot hide words under `id` or `type`, or in a key, in a result or its arguments."""
     if isinstance(value, str):
         if value.strip():
             yield path, value
@@ -154,9 +159,20 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(value, dict):
         media = value.get("type") in MEDIA
         for key, item in value.items():
-            if key in STRUCTURAL or (media and key == "data"):
-                continue
-            yield from _leaves(item, f"{path}.{key}" if path else key)
+            where = f"{path}.{key}" if path else str(key)
+            if not IDENTIFIER.fullmatch(str(key)):
+                yield where, str(key)
+            if (media and key == "data") or key == "blob" or _structural(key, item):
+                continue  # media is judged as media, or listed as unjudged
+            yield from _leaves(item, where)
+
+
+def _structural(key: str, value: Any) -> bool:
+    if key not in STRUCTURAL:
+        return False
+    return not isinstance(value, str | list | dict) or (
+        isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
+    )
 
 
 def _media(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
