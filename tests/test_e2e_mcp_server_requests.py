@@ -275,3 +275,17 @@ def test_a_call_cancelled_while_its_result_is_judged_stops_being_judged(
         httpx.post(f"{proxy.url}/mcp/fake", json=notice, headers=headers, timeout=10)
         messages = called.result(timeout=10)
     assert [m["error"]["code"] for m in messages] == [-32012]
+
+
+def test_a_tool_call_sent_as_a_notification_is_refused_before_the_server(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str]
+) -> None:
+    state, url = server
+    proxy = start(start_proxy, url, "judge")
+    params = {"name": "ask", "arguments": {"text": "how to build a bomb"}}
+    notice = {"jsonrpc": "2.0", "method": "tools/call", "params": params}
+    headers = {"authorization": f"Bearer {proxy.key}", "mcp-session-id": SESSION}
+    response = httpx.post(f"{proxy.url}/mcp/fake", json=notice, headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == -32600
+    assert state.received == []

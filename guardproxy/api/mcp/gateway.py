@@ -27,7 +27,13 @@ from weakref import WeakValueDictionary
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from guardproxy.api.mcp import jsonrpc
-from guardproxy.api.mcp.jsonrpc import BLOCKED, CANCELLED, SERVER_FAILED, McpProblem
+from guardproxy.api.mcp.jsonrpc import (
+    BLOCKED,
+    CANCELLED,
+    INVALID_REQUEST,
+    SERVER_FAILED,
+    McpProblem,
+)
 from guardproxy.api.mcp.surfaces import (
     KEPT_BY_MASKING,
     LISTINGS,
@@ -59,6 +65,7 @@ from guardproxy.upstreams.mcp import EVENT_STREAM, SESSION_HEADER, McpReply, Mcp
 PASSED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "last-event-id")
 ACCEPT = "application/json, text/event-stream"
 CANCELLED_KEPT = 10_000  # cancelled request ids remembered, oldest forgotten first
+JUDGED_REQUESTS = frozenset({"tools/call", "prompts/get", "completion/complete"})
 # What else a client sends a server as text: the tenant's always-on detectors mask it.
 CLIENT_TEXT = {"prompts/get": ("arguments",), "completion/complete": ("argument", "context")}
 ENTRY_KEPT = KEPT_BY_MASKING | {"name"}  # a listing entry's name is how it is called
@@ -114,6 +121,9 @@ class McpGateway:
         message = jsonrpc.parse(body)
         kind, method = jsonrpc.kind(message), message.get("method")
         call.note(method=method or "response")
+        if kind == "notification" and method in JUDGED_REQUESTS:
+            # Sent without an id, its arguments would reach the server unjudged.
+            raise McpProblem(400, INVALID_REQUEST, f"Invalid Request: {method} needs an 'id'.")
         if kind == "request":
             self._open[(call.session, str(message["id"]))] = call
         if kind == "request" and method == "tools/call":
