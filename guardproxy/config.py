@@ -375,6 +375,8 @@ class OidcSettings(Frozen):
     tenants_claim: str | None = None  # absent: every tenant
     name_claim: str = "email"  # then `preferred_username`, then `sub`
     scopes: tuple[str, ...] = ("openid", "email", "profile")
+    # How long the process keeps the discovery document and the JWKS before fetching them again.
+    metadata_ttl_s: float = Field(default=3600.0, gt=0)
 
 
 class AdminSettings(Frozen):

@@ -5,16 +5,22 @@ Core 1.0 §3.1), through Authlib's OAuth 2.0 parts; the ID token is verified wit
 `oidc` extra, imported only when a sign-in runs):
 its signature against the provider's JWKS, then `iss`, `aud`, `exp` and `nonce`. The provider
 is found through its discovery document, whose `issuer` must be the configured one (OpenID
-Connect Discovery 1.0 §4.3). What the browser must bring back (`state`, `nonce`, the PKCE
-verifier) is kept in a short-lived cookie of its own, so the callback may reach any worker.
+Connect Discovery 1.0 §4.3). The process keeps the discovery document and the JWKS for
+`metadata_ttl_s`, and concurrent sign-ins share one fetch of each. What the browser must bring
+back (`state`, `nonce`, the PKCE verifier) is kept in a short-lived cookie of its own, so the
+callback may reach any worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import math
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import httpx
 
@@ -23,7 +29,7 @@ from guardproxy.config import OidcSettings, Role
 from guardproxy.errors import AuthenticationError
 
 if TYPE_CHECKING:
-    from joserfc.jwk import KeySetSerialization
+    from joserfc.jwk import KeySet, KeySetSerialization
 
 PENDING_COOKIE = "guardproxy_oidc"
 PENDING_S = 600  # a sign-in not finished in ten minutes starts again
@@ -31,6 +37,12 @@ TOKEN_BYTES = 43  # 43 to 128 characters for a PKCE verifier (RFC 7636 §4.1)
 CLOCK_LEEWAY_S = 60
 ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 TIMEOUT_S = 10.0
+# A token naming a key the cached JWKS lacks refetches it (the provider rotated its keys), but
+# not within a minute of the last fetch: a provider signing with an unpublished key cannot make
+# every sign-in fetch the JWKS again.
+KEY_REFETCH_MIN_S = 60.0
+
+T = TypeVar("T")
 
 
 class SignInRefused(AuthenticationError):
@@ -61,14 +73,56 @@ class Pending:
         return cls(*(str(part) for part in parts))
 
 
-class OidcSignIn:
-    """One provider, reached through `transport` when one is given (else httpx's own); a
-    client is opened per sign-in, which is rare enough that no pool is worth keeping."""
+class Cached(Generic[T]):
+    """What `fetch` gives, kept for `ttl_s` seconds of `clock`. Callers who need it while it is
+    being fetched wait for that fetch rather than start their own."""
 
     def __init__(
-        self, settings: OidcSettings, transport: httpx.AsyncBaseTransport | None = None
+        self, fetch: Callable[[], Awaitable[T]], ttl_s: float, clock: Callable[[], float]
+    ) -> None:
+        self.fetch, self.ttl_s, self.clock = fetch, ttl_s, clock
+        self.value: T | None = None
+        self.fetched_at = -math.inf
+        self._flight: asyncio.Task[T] | None = None
+
+    def age(self) -> float:
+        return self.clock() - self.fetched_at
+
+    async def get(self) -> T:
+        if self.value is not None and self.age() < self.ttl_s:
+            return self.value
+        return await self.refresh()
+
+    async def refresh(self) -> T:
+        """A new value: from a fetch of its own, or the one already under way."""
+        if self._flight is None:
+            self._flight = asyncio.create_task(self._fetched())
+        # Shielded: a caller that goes away (its browser closed) leaves the fetch to the others.
+        return await asyncio.shield(self._flight)
+
+    async def _fetched(self) -> T:
+        try:
+            value = await self.fetch()
+            self.value, self.fetched_at = value, self.clock()
+            return value
+        finally:
+            self._flight = None  # a failed fetch is not kept: the next caller tries again
+
+
+class OidcSignIn:
+    """One provider, reached through `transport` when one is given (else httpx's own). Its
+    discovery document and JWKS are kept for `metadata_ttl_s` of `clock`; a client is opened
+    per request to the provider, which is rare enough that no pool is worth keeping."""
+
+    def __init__(
+        self,
+        settings: OidcSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings, self.transport = settings, transport
+        self.metadata = Cached(self._discovered, settings.metadata_ttl_s, clock)
+        self.jwks = Cached(self._fetched_keys, settings.metadata_ttl_s, clock)
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=self.transport, timeout=TIMEOUT_S)
@@ -83,8 +137,7 @@ class OidcSignIn:
             create_s256_code_challenge,
         )
 
-        async with self._client() as client:
-            meta = await self._metadata(client)
+        meta = await self.metadata.get()
         pending = Pending(
             generate_token(), generate_token(), generate_token(TOKEN_BYTES), next_path
         )
@@ -102,22 +155,42 @@ class OidcSignIn:
             raise SignInRefused(f"the provider refused: {query['error']}")
         if not query.get("code") or query.get("state") != pending.state:
             raise SignInRefused("the sign-in does not match the one this browser started")
-        async with self._client() as client:
-            meta = await self._metadata(client)
-            id_token = await self._exchange(client, meta, query["code"], pending, redirect_uri)
-            claims = await self._verified(client, meta, id_token, pending.nonce)
-        return self._reviewer(claims)
+        meta = await self.metadata.get()
+        id_token = await self._exchange(meta, query["code"], pending, redirect_uri)
+        return self._reviewer(await self._verified(id_token, pending.nonce))
 
-    async def _metadata(self, client: httpx.AsyncClient) -> dict[str, Any]:
+    async def _discovered(self) -> dict[str, Any]:
         url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        meta = await _get_json(client, url)
+        meta = await self._get_json(url)
         if meta.get("issuer") != self.settings.issuer:
             raise SignInRefused("the provider's discovery document names another issuer")
         return meta
 
+    async def _fetched_keys(self) -> KeySet:
+        from joserfc.errors import JoseError
+        from joserfc.jwk import KeySet
+
+        jwks = await self._get_json((await self.metadata.get())["jwks_uri"])
+        try:
+            return KeySet.import_key_set(cast("KeySetSerialization", jwks))
+        except (JoseError, ValueError, KeyError) as exc:
+            raise SignInRefused("the provider's JWKS holds no usable key") from exc
+
+    async def _keys(self, kid: str | None) -> KeySet:
+        """The provider's keys, fetched again once if they lack `kid` and are not new."""
+        keys = await self.jwks.get()
+        if kid is None or any(key.kid == kid for key in keys.keys):
+            return keys
+        if self.jwks.age() < KEY_REFETCH_MIN_S:
+            return keys  # fetched a moment ago: the token's key is not the provider's
+        return await self.jwks.refresh()
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        async with self._client() as client:
+            return await _get_json(client, url)
+
     async def _exchange(
         self,
-        client: httpx.AsyncClient,
         meta: dict[str, Any],
         code: str,
         pending: Pending,
@@ -131,7 +204,8 @@ class OidcSignIn:
         }
         auth = (self.settings.client_id, self.settings.client_secret)  # client_secret_basic
         try:
-            reply = await client.post(meta["token_endpoint"], data=form, auth=auth)
+            async with self._client() as client:
+                reply = await client.post(meta["token_endpoint"], data=form, auth=auth)
             token = reply.raise_for_status().json()
         except (httpx.HTTPError, ValueError) as exc:
             raise SignInRefused("the provider did not exchange the code") from exc
@@ -139,18 +213,15 @@ class OidcSignIn:
             raise SignInRefused("the provider returned no ID token")
         return str(token["id_token"])
 
-    async def _verified(
-        self, client: httpx.AsyncClient, meta: dict[str, Any], id_token: str, nonce: str
-    ) -> dict[str, Any]:
-        from joserfc import jwt
+    async def _verified(self, id_token: str, nonce: str) -> dict[str, Any]:
+        from joserfc import jws, jwt
         from joserfc.errors import JoseError
-        from joserfc.jwk import KeySet
 
-        jwks = await _get_json(client, meta["jwks_uri"])
         try:
-            keys = KeySet.import_key_set(cast("KeySetSerialization", jwks))
-        except (JoseError, ValueError, KeyError) as exc:
-            raise SignInRefused("the provider's JWKS holds no usable key") from exc
+            kid = jws.extract_compact(id_token.encode()).protected.get("kid")
+        except (JoseError, ValueError) as exc:
+            raise SignInRefused(f"the ID token is not valid: {exc}") from exc
+        keys = await self._keys(kid if isinstance(kid, str) else None)
         registry = jwt.JWTClaimsRegistry(
             leeway=CLOCK_LEEWAY_S,
             iss={"essential": True, "value": self.settings.issuer},

@@ -10,6 +10,7 @@ oidc.py), refuses who lacks the role, and sets `request.state.reviewer` and
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,13 @@ from starlette.templating import Jinja2Templates
 from guardproxy.admin.access_pages import AccessPages
 from guardproxy.admin.auth import COOKIE, AdminAccess, LoginThrottle, provider_sha256
 from guardproxy.admin.decisions import DecisionPages
-from guardproxy.admin.oidc import PENDING_COOKIE, PENDING_S, OidcSignIn, Pending, SignInRefused
+from guardproxy.admin.oidc import (
+    PENDING_COOKIE,
+    PENDING_S,
+    OidcSignIn,
+    Pending,
+    SignInRefused,
+)
 from guardproxy.admin.pages import HEADERS, Pages
 from guardproxy.admin.playground import PlaygroundCase, run_playground
 from guardproxy.admin.reviewers import Directory, Reviewer
@@ -47,7 +54,8 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 class AdminSite:
     """The pages, reading the app's live, typed state: `state()` gives the `AppState` whose
-    `runtime` and `audit_store` the lifespan sets (and a policy reload replaces)."""
+    `runtime` and `audit_store` the lifespan sets (and a policy reload replaces). `clock`
+    times the OpenID Connect provider's cached documents."""
 
     def __init__(
         self,
@@ -55,6 +63,7 @@ class AdminSite:
         directory: Directory,
         settings: AdminSettings,
         oidc_transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.state, self.directory, self.settings = state, directory, settings
         self.pages = Pages(Jinja2Templates(directory=TEMPLATES))
@@ -65,7 +74,7 @@ class AdminSite:
         self.throttle = LoginThrottle()
         self.oidc = None
         if settings.oidc is not None:
-            self.oidc = OidcSignIn(settings.oidc, oidc_transport)
+            self.oidc = OidcSignIn(settings.oidc, oidc_transport, clock)
         self._memory = MemorySessions()
         self._database: DatabaseSessions | None = None
 

@@ -2,13 +2,16 @@
 that signs in whoever the test names (no login form), and a token endpoint that checks the
 client's secret, the code's redirect URI and its PKCE verifier, and signs an ID token with
 joserfc. `Provider.claims` changes what the next ID token says (another audience, an expiry
-in the past) to show the proxy refusing it."""
+in the past) to show the proxy refusing it; `Provider.key` signs it and `Provider.published`
+is the JWKS, so a test can rotate keys or sign with one the JWKS lacks. `Provider.hits` counts
+the requests for discovery and JWKS."""
 
 from __future__ import annotations
 
 import base64
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -32,12 +35,22 @@ class Grant:
     challenge: str
 
 
+def new_key(kid: str) -> RSAKey:
+    return RSAKey.generate_key(2048, {"kid": kid})
+
+
 @dataclass
 class Provider:
     issuer: str = ""  # set once the server has a port
-    key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, {"kid": "test-1"}))
+    key: RSAKey = field(default_factory=lambda: new_key("test-1"))  # signs the ID tokens
+    published: list[RSAKey] | None = None  # the JWKS; None: `key` alone
     claims: dict[str, Any] = field(default_factory=dict)  # over the ID token's own
     grants: dict[str, Grant] = field(default_factory=dict)
+    hits: Counter[str] = field(default_factory=Counter)  # "discovery", "jwks" -> requests
+
+    def rotate(self, kid: str) -> None:
+        """Sign with a new key from now on, and publish only it."""
+        self.key, self.published = new_key(kid), None
 
     def id_token(self, grant: Grant) -> str:
         now = int(time.time())
@@ -45,11 +58,12 @@ class Provider:
             "iss": self.issuer, "sub": "user-1", "aud": CLIENT_ID, "iat": now,
             "exp": now + 300, "nonce": grant.nonce, **self.claims,
         }  # fmt: skip
-        return jwt.encode({"alg": "RS256", "kid": "test-1"}, claims, self.key)
+        return jwt.encode({"alg": "RS256", "kid": self.key.kid}, claims, self.key)
 
 
 def create_provider(provider: Provider) -> Starlette:
     async def discovery(request: Request) -> Response:
+        provider.hits["discovery"] += 1
         return JSONResponse(
             {
                 "issuer": provider.issuer,
@@ -63,7 +77,9 @@ def create_provider(provider: Provider) -> Starlette:
         )
 
     async def jwks(request: Request) -> Response:
-        return JSONResponse({"keys": [provider.key.as_dict(private=False)]})
+        provider.hits["jwks"] += 1
+        published = provider.published or [provider.key]
+        return JSONResponse({"keys": [key.as_dict(private=False) for key in published]})
 
     async def authorize(request: Request) -> Response:
         query = request.query_params

@@ -123,3 +123,14 @@ def test_a_callback_for_a_sign_in_this_browser_did_not_start_is_refused(
     back = browser.get(forged)
     assert back.status_code == 401
     assert COOKIE not in browser.cookies
+
+
+def test_sign_ins_fetch_the_discovery_document_and_jwks_once(
+    signed: Reviewed, provider: Provider
+) -> None:
+    provider.claims = {"groups": ["ops"], "tenants": ["acme"]}
+    for _ in range(2):
+        with httpx.Client(base_url=signed.proxy.url) as browser:
+            assert sign_in(browser).status_code == 303
+            assert browser.get("/admin/api/decisions").status_code == 200
+    assert provider.hits == {"discovery": 1, "jwks": 1}
