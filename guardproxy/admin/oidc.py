@@ -8,7 +8,7 @@ is found through its discovery document, whose `issuer` must be the configured o
 Connect Discovery 1.0 §4.3). The process keeps the discovery document and the JWKS for
 `metadata_ttl_s`, and concurrent sign-ins share one fetch of each. What the browser must bring
 back (`state`, `nonce`, the PKCE verifier) is kept in a short-lived cookie of its own, so the
-callback may reach any worker.
+callback may reach any worker. Sign-ins started are limited per client address.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import httpx
 
+from guardproxy.admin.auth import MAX_TRACKED_ADDRESSES
 from guardproxy.admin.reviewers import RANKS, Reviewer
 from guardproxy.config import OidcSettings, Role
 from guardproxy.errors import AuthenticationError
@@ -41,6 +42,9 @@ TIMEOUT_S = 10.0
 # not within a minute of the last fetch: a provider signing with an unpublished key cannot make
 # every sign-in fetch the JWKS again.
 KEY_REFETCH_MIN_S = 60.0
+# Sign-ins one client address may start in a window; past it, 429 until the window ends.
+MAX_STARTS = 30
+START_WINDOW_S = 60.0
 
 T = TypeVar("T")
 
@@ -107,6 +111,34 @@ class Cached(Generic[T]):
             return value
         finally:
             self._flight = None  # a failed fetch is not kept: the next caller tries again
+
+
+class StartThrottle:
+    """At most `MAX_STARTS` sign-ins started per client address in a `START_WINDOW_S` window:
+    each start mints state for a cookie and may have the proxy fetch the discovery document."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.windows: dict[str, tuple[float, int]] = {}  # address -> (window start, starts)
+
+    def take(self, address: str) -> int | None:
+        """Counts one start from `address`: None when it may go ahead, else seconds to wait."""
+        now = self.clock()
+        began, starts = self.windows.get(address, (now, 0))
+        if now >= began + START_WINDOW_S:
+            began, starts = now, 0
+        if starts >= MAX_STARTS:
+            return max(math.ceil(began + START_WINDOW_S - now), 1)
+        if address not in self.windows and len(self.windows) >= MAX_TRACKED_ADDRESSES:
+            self._forget_ended(now)
+        self.windows[address] = (began, starts + 1)
+        return None
+
+    def _forget_ended(self, now: float) -> None:
+        cutoff = now - START_WINDOW_S
+        self.windows = {a: w for a, w in self.windows.items() if w[0] > cutoff}
+        if len(self.windows) >= MAX_TRACKED_ADDRESSES:
+            self.windows.clear()  # under a flood of addresses, forget rather than grow
 
 
 class OidcSignIn:

@@ -32,6 +32,7 @@ from guardproxy.admin.oidc import (
     OidcSignIn,
     Pending,
     SignInRefused,
+    StartThrottle,
 )
 from guardproxy.admin.pages import HEADERS, Pages
 from guardproxy.admin.playground import PlaygroundCase, run_playground
@@ -55,7 +56,7 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 class AdminSite:
     """The pages, reading the app's live, typed state: `state()` gives the `AppState` whose
     `runtime` and `audit_store` the lifespan sets (and a policy reload replaces). `clock`
-    times the OpenID Connect provider's cached documents."""
+    times the OpenID Connect provider's cached documents and the limit on sign-ins started."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class AdminSite:
         self.access_log = AccessLog(lambda: self.store)
         self.access_pages = AccessPages(self.access_log, self.pages)
         self.throttle = LoginThrottle()
+        self.starts = StartThrottle(clock)
         self.oidc = None
         if settings.oidc is not None:
             self.oidc = OidcSignIn(settings.oidc, oidc_transport, clock)
@@ -202,7 +204,10 @@ class AdminSite:
         wait = self.throttle.retry_after(address)
         if wait is None:
             return None
-        error = f"Too many failed logins; try again in {wait} s."
+        return self._too_many(request, target, wait, "failed logins")
+
+    def _too_many(self, request: Request, target: str, wait: int, what: str) -> Response:
+        error = f"Too many {what}; try again in {wait} s."
         response = self._login_page(request, 429, target, error)
         response.headers["retry-after"] = str(wait)
         return response
@@ -242,6 +247,12 @@ class AdminSite:
         if self.oidc is None:
             return self._login_page(request, 404, "/admin/", "OpenID Connect is not configured.")
         target = _local(request.query_params.get("next"))
+        address = self._client(request)
+        # An address locked out for failed logins would be refused at the callback anyway.
+        if (refused := self._throttled(request, address, target)) is not None:
+            return refused
+        if (wait := self.starts.take(address)) is not None:
+            return self._too_many(request, target, wait, "sign-ins started")
         try:
             url, pending = await self.oidc.begin(self._callback_url(request), target)
         except SignInRefused as exc:

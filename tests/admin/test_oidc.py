@@ -1,24 +1,32 @@
 """The OpenID Connect sign-in's hold on the provider, on a clock the tests turn: the discovery
 document and JWKS are fetched once per `metadata_ttl_s` and once for concurrent sign-ins, a
-rotated key is fetched once, and an unknown key at most once a minute."""
+rotated key is fetched once, an unknown key at most once a minute, and sign-ins started are
+limited per client address."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
+from guardproxy.admin.auth import MAX_FAILED_LOGINS
 from guardproxy.admin.oidc import (
     KEY_REFETCH_MIN_S,
+    MAX_STARTS,
+    START_WINDOW_S,
     Cached,
     OidcSignIn,
     SignInRefused,
 )
-from guardproxy.admin.reviewers import Reviewer
-from guardproxy.config import OidcSettings
+from guardproxy.admin.reviewers import Directory, Reviewer
+from guardproxy.admin.site import AdminSite
+from guardproxy.config import AdminSettings, OidcSettings
+from tests.admin.conftest import ADMIN_KEY
 from tests.admin.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, create_provider, new_key
 
 ISSUER = "http://provider.test"
@@ -188,3 +196,51 @@ async def test_a_caller_that_goes_away_leaves_the_fetch_to_the_others(clock: Clo
     assert leaving.cancelled()
     assert await cached.get() == 1
     assert fetches == [1]
+
+
+# -- the start route's limit --------------------------------------------------------------
+
+
+@pytest.fixture
+def site(transport: httpx.AsyncBaseTransport, clock: Clock) -> Starlette:
+    """The reviewer page alone, with no audit database (sessions and access log in memory)."""
+    admin = AdminSettings(keys=(ADMIN_KEY,), oidc=settings())
+    state = cast("Any", SimpleNamespace(audit_store=None))
+    review = AdminSite(lambda: state, Directory.named(admin), admin, transport, clock)
+    return Starlette(routes=review.routes())
+
+
+def browser(site: Starlette, address: str) -> httpx.AsyncClient:
+    app = httpx.ASGITransport(site, client=(address, 50_000))
+    return httpx.AsyncClient(transport=app, base_url="http://review.test")
+
+
+async def test_sign_ins_started_are_limited_per_address(
+    site: Starlette, provider: Provider, clock: Clock
+) -> None:
+    async with browser(site, "192.0.2.1") as one, browser(site, "192.0.2.2") as other:
+        for _ in range(MAX_STARTS):
+            assert (await one.get("/admin/oidc/start")).status_code == 303
+        clock.now += START_WINDOW_S - 10
+        refused = await one.get("/admin/oidc/start")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "10"
+        assert "guardproxy_oidc" not in refused.cookies
+        assert (await other.get("/admin/oidc/start")).status_code == 303
+        clock.now += 10
+        assert (await one.get("/admin/oidc/start")).status_code == 303
+    assert provider.hits["discovery"] == 1
+
+
+async def test_an_address_locked_out_of_sign_in_cannot_start_one(
+    site: Starlette, provider: Provider
+) -> None:
+    async with browser(site, "192.0.2.1") as client:
+        assert (await client.get("/admin/oidc/start")).status_code == 303
+        for _ in range(MAX_FAILED_LOGINS):
+            forged = await client.get("/admin/oidc/callback?code=x&state=forged")
+            assert forged.status_code == 401
+        refused = await client.get("/admin/oidc/start")
+    assert refused.status_code == 429
+    assert int(refused.headers["retry-after"]) > 0
+    assert provider.hits["discovery"] == 1  # for the first start only
