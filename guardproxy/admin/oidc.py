@@ -49,6 +49,10 @@ START_WINDOW_S = 60.0
 T = TypeVar("T")
 
 
+# What the sign-in reads from the discovery document.
+DISCOVERED_URLS = ("authorization_endpoint", "token_endpoint", "jwks_uri")
+
+
 class SignInRefused(AuthenticationError):
     """The provider's answer did not prove who signed in, or gave them no role."""
 
@@ -196,6 +200,9 @@ class OidcSignIn:
         meta = await self._get_json(url)
         if meta.get("issuer") != self.settings.issuer:
             raise SignInRefused("the provider's discovery document names another issuer")
+        missing = [k for k in DISCOVERED_URLS if not isinstance(meta.get(k), str) or not meta[k]]
+        if missing:  # refused here, before anything reads them, and not cached
+            raise SignInRefused(f"the provider's discovery document has no {missing[0]}")
         return meta
 
     async def _fetched_keys(self) -> KeySet:

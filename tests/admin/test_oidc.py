@@ -244,3 +244,12 @@ async def test_an_address_locked_out_of_sign_in_cannot_start_one(
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) > 0
     assert provider.hits["discovery"] == 1  # for the first start only
+
+
+async def test_a_discovery_document_missing_an_endpoint_is_refused(clock: Clock) -> None:
+    """Refused as a sign-in failure (401 on the page), never read later as a KeyError."""
+    document = {"issuer": ISSUER, "authorization_endpoint": f"{ISSUER}/authorize"}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=document))
+    oidc = OidcSignIn(settings(), transport, clock)
+    with pytest.raises(SignInRefused, match="no token_endpoint"):
+        await oidc.begin(REDIRECT, "/admin/")
