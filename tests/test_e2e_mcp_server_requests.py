@@ -15,6 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -111,9 +114,12 @@ def call_tool(url: str, key: str) -> list[dict[str, Any]]:
     ]
 
 
-def start(start_proxy: ProxyFactory, url: str, sampling: str, **tenant: Any) -> Any:
+def start(
+    start_proxy: ProxyFactory, url: str, sampling: str, tracer_provider: Any = None, **tenant: Any
+) -> Any:
     return start_proxy(
         config_extra={"mcp_servers": {"fake": {"url": url}}},
+        tracer_provider=tracer_provider,
         mcp={"servers": ["fake"], "sampling": sampling},
         **tenant,
     )
@@ -289,3 +295,21 @@ def test_a_tool_call_sent_as_a_notification_is_refused_before_the_server(
     assert response.status_code == 400
     assert response.json()["error"]["code"] == -32600
     assert state.received == []
+
+
+def test_an_mcp_exchange_is_traced_as_its_route_with_its_guard_calls_as_children(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str]
+) -> None:
+    _, url = server
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    proxy = start(start_proxy, url, "judge", tracer_provider=provider)
+    call_tool(proxy.url, proxy.key)
+    proxy.record(1)
+    finished = spans.get_finished_spans()
+    (request,) = [s for s in finished if s.name == "POST /mcp/{name}"]
+    assert dict(request.attributes or {})["guardproxy.api"] == "mcp"
+    guards = [s for s in finished if s.name == "guardproxy.guard"]
+    assert guards
+    assert all(g.parent is not None and g.parent.span_id == request.context.span_id for g in guards)

@@ -26,4 +26,5 @@ WIRE_APIS = (
     WireApi("/v1/responses", RESPONSES),
     WireApi("/v1/messages", MESSAGES),
 )
-ROUTES = {api.name: api.path for api in WIRE_APIS}
+MCP_ROUTE = "/mcp/{name}"  # the MCP gateway (api/mcp/), not a chat codec
+ROUTES = {api.name: api.path for api in WIRE_APIS} | {"mcp": MCP_ROUTE}

@@ -56,7 +56,7 @@ class Tracing:
         """A child of the current span, as a context manager; `client` for a call out."""
         return NO_SPAN
 
-    def begin_request(self, headers: Mapping[str, str], api: str) -> Any:
+    def begin_request(self, headers: Mapping[str, str], api: str, method: str = "POST") -> Any:
         """Start the request's span, continuing the client's W3C `traceparent` if it sent one."""
         return None
 

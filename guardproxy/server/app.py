@@ -18,7 +18,7 @@ from guardproxy.admin.reviewers import Directory
 from guardproxy.admin.server import side_server
 from guardproxy.admin.site import AdminSite
 from guardproxy.api.mcp.gateway import McpGateway
-from guardproxy.api.wire import WIRE_APIS
+from guardproxy.api.wire import MCP_ROUTE, WIRE_APIS
 from guardproxy.audit.sinks import AuditSink, FanoutSink, JsonlAuditSink, Rotation
 from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings
@@ -146,7 +146,7 @@ def create_app(
             *on_main_port,
             *(HttpRoute(api.path, served(api.codec), methods=["POST"]) for api in WIRE_APIS),
             HttpRoute("/v1/models", list_models, methods=["GET"]),
-            HttpRoute("/mcp/{name}", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
+            HttpRoute(MCP_ROUTE, mcp_endpoint, methods=["GET", "POST", "DELETE"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/metrics", metrics_endpoint, methods=["GET"]),
             HttpRoute("/readyz", readyz, methods=["GET"]),

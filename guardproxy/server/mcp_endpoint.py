@@ -33,7 +33,7 @@ async def mcp_endpoint(request: Request) -> Response:
     exchange = Exchange(api="mcp")
     exchange.client_address = client_address_of(request, runtime.settings.trusted_proxies)
     bind_logs(exchange)
-    span = runtime.tracing.begin_request(request.headers, "mcp")
+    span = runtime.tracing.begin_request(request.headers, "mcp", request.method)
     exchange.trace_id = runtime.tracing.trace_id(span)
     written = False
 

@@ -80,14 +80,14 @@ class OtelTracing(Tracing):
     def span(self, name: str, kind: SpanKindName = "internal", **attributes: Any) -> Span:
         return OtelSpan(self.tracer, name, SPAN_KINDS[kind], attributes)
 
-    def begin_request(self, headers: Mapping[str, str], api: str) -> Any:
+    def begin_request(self, headers: Mapping[str, str], api: str, method: str = "POST") -> Any:
         parent = PROPAGATOR.extract({k: headers[k] for k in TRACE_HEADERS if k in headers})
         route = ROUTES.get(api, api)
         span = self.tracer.start_span(
-            f"POST {route}",
+            f"{method} {route}",
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={"http.request.method": "POST", "http.route": route, "guardproxy.api": api},
+            attributes={"http.request.method": method, "http.route": route, "guardproxy.api": api},
         )
         # Current for the rest of this request's task (uvicorn runs each request in its own),
         # so guard and upstream spans, in tasks started from it, are its children.
