@@ -190,6 +190,7 @@ def test_mcp_exchanges_are_counted_and_recorded_under_api_mcp(
         "mcp",
         {"server": "fake", "method": "tools/call", "tool": "ask"},
     )
+    assert record["upstream_ms"] > 0  # the server's time, kept out of the proxy's overhead
     _, samples = scrape(proxy)
     assert total(samples["guardproxy_requests_total"], api="mcp", tenant="acme") == 1
 

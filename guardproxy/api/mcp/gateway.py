@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -90,6 +91,27 @@ class McpCall:
     def session(self) -> str:
         return self.headers.get(SESSION_HEADER, "")
 
+    async def send(
+        self, method: str, headers: dict[str, str], body: bytes | None = None, stream: bool = False
+    ) -> McpReply:
+        """The server asked, the wait counted as upstream time (not the proxy's overhead)."""
+        started = time.perf_counter()
+        try:
+            return await self.server.send(method, headers, body, stream)
+        finally:
+            self._waited(started)
+
+    async def read(self, reply: McpReply) -> bytes:
+        started = time.perf_counter()
+        try:
+            return await reply.body()
+        finally:
+            self._waited(started)
+
+    def _waited(self, started: float) -> None:
+        waited = (time.perf_counter() - started) * 1000
+        self.exchange.upstream_ms = (self.exchange.upstream_ms or 0.0) + waited
+
     def note(self, **details: Any) -> None:
         record = self.exchange.mcp if self.exchange.mcp is not None else {}
         self.exchange.mcp = record | details
@@ -145,18 +167,18 @@ class McpGateway:
                 body = json.dumps(message, ensure_ascii=False).encode()
         elif kind == "notification" and method == "notifications/cancelled":
             self._cancel(call.session, message.get("params", {}).get("requestId"))
-        reply = await call.server.send("POST", self._headers(call), body)
+        reply = await call.send("POST", self._headers(call), body)
         return await self._relay(call, reply, message if kind == "request" else None)
 
     async def get(self, call: McpCall) -> Response:
         """The server's own stream: requests and notifications, each judged."""
         call.note(method="GET")
-        reply = await call.server.send("GET", self._headers(call), stream=True)
+        reply = await call.send("GET", self._headers(call), stream=True)
         return await self._relay(call, reply, None)
 
     async def delete(self, call: McpCall) -> Response:
         call.note(method="DELETE")
-        reply = await call.server.send("DELETE", self._headers(call))
+        reply = await call.send("DELETE", self._headers(call))
         await reply.aclose()
         call.conclude(reply.status)
         await call.done()
@@ -199,9 +221,7 @@ class McpGateway:
                 "method": "tools/list",
                 "params": params,
             }
-            reply = await call.server.send(
-                "POST", self._headers(call), json.dumps(request).encode()
-            )
+            reply = await call.send("POST", self._headers(call), json.dumps(request).encode())
             answer = await _first_answer(reply)
             listed = answer.get("result") if answer else None
             if not isinstance(listed, dict):
@@ -228,7 +248,7 @@ class McpGateway:
             events = self._events(call, reply, request)
             return StreamingResponse(events, media_type=EVENT_STREAM, headers=headers)
         try:
-            body = await reply.body()
+            body = await call.read(reply)
         finally:
             await reply.aclose()
         if not body.strip():
@@ -395,7 +415,7 @@ class McpGateway:
         why = "refused by the tenant's policy" if refused else "blocked by the tenant's policy"
         call.exchange.notes.append(f"the server's {method} was {why}")
         answer = jsonrpc.error(message["id"], BLOCKED, f"The request was {why}.")
-        reply = await call.server.send("POST", self._headers(call), json.dumps(answer).encode())
+        reply = await call.send("POST", self._headers(call), json.dumps(answer).encode())
         await reply.aclose()
         return None
 
@@ -505,8 +525,7 @@ class McpGateway:
     ) -> Response:
         call.conclude(status)
         await call.done()
-        headers = headers if headers is not None else own_headers(call.exchange)
-        return JSONResponse(message, status, headers=headers)
+        return JSONResponse(message, status, headers=(headers or {}) | own_headers(call.exchange))
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -541,7 +560,10 @@ def problem_response(problem: McpProblem, exchange: Exchange) -> Response:
 
 
 def own_headers(exchange: Exchange) -> dict[str, str]:
-    return {"x-guardproxy-request-id": exchange.request_id}
+    return {
+        "x-guardproxy-request-id": exchange.request_id,
+        "x-guardproxy-overhead-ms": f"{exchange.overhead_ms():.3f}",
+    }
 
 
 def _withheld(call: McpCall, exc: GuardproxyError) -> tuple[int, str]:
