@@ -23,6 +23,7 @@ from guardproxy.pipeline.checks import (
     CheckResult,
     CheckStatus,
     Guard,
+    GuardCheck,
     conversation_checks,
     run_checks,
 )
@@ -155,7 +156,8 @@ async def _run_all(plans: Sequence[tuple[Link, list[GuardInput], Sequence[str]]]
     if not results:
         return SKIPPED
     own = [
-        _guard_summary(link, labels, r) for (link, _, labels), r in zip(plans, results, strict=True)
+        GuardCheck(link.name, r, _flagged(labels, r))
+        for (link, _, labels), r in zip(plans, results, strict=True)
     ]
     combined = reduce(CheckResult.merge, results)
     return replace(combined, latency_ms=_slowest(results), guards=tuple(own))
@@ -171,36 +173,10 @@ def _slowest(results: Sequence[CheckResult]) -> float | None:
     return max(latencies) if latencies else None
 
 
-def _guard_summary(link: Link, labels: Sequence[str], result: CheckResult) -> dict[str, object]:
-    """One guard's verdict for the audit: its status, categories, score and latency, and
-    which turns it flagged."""
-    summary: dict[str, object] = {"guard": link.name, "status": result.status.value}
-    if result.categories:
-        summary["categories"] = list(result.categories)
-    score = _score(result)
-    if score is not None:
-        summary["score"] = score
-    if result.latency_ms is not None:
-        summary["latency_ms"] = round(result.latency_ms, 2)
-    flagged = _flagged(labels, result)
-    if flagged:
-        summary["flagged"] = flagged
-    if result.error:
-        summary["error"] = result.error
-    return summary
-
-
-def _score(result: CheckResult) -> float | None:
-    """A classifier's score over the guard's checks: the highest, as the riskiest turn's is
-    the one that decides (a content-safety verdict has none)."""
-    scores = [v.score for v in result.verdicts if v.score is not None]
-    return max(scores) if scores else None
-
-
-def _flagged(labels: Sequence[str], result: CheckResult) -> list[str]:
+def _flagged(labels: Sequence[str], result: CheckResult) -> tuple[str, ...]:
     """The turns the guard judged unsafe, by their labels ("messages[3] (tool)")."""
     if result.status is not CheckStatus.UNSAFE:
-        return []
+        return ()
     if result.parts:
-        return [str(p["part"]) for p in result.parts if p.get("status") == "unsafe"]
-    return list(labels[:1])
+        return tuple(str(p["part"]) for p in result.parts if p.get("status") == "unsafe")
+    return tuple(labels[:1])

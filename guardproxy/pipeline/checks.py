@@ -62,7 +62,7 @@ class CheckResult:
     # prompt was unsafe too these may be the prompt's (nemotron-3.5-v1.1.md §2.3).
     shared_with_prompt: tuple[str, ...] = ()
     overloaded: bool = False  # no verdict because the guard shed the call (never allowed)
-    guards: tuple[dict[str, object], ...] = ()  # each guard's verdict, for a chain of several
+    guards: tuple[GuardCheck, ...] = ()  # each guard's own result, for a chain of several
 
     def summary(self, reasoning: bool = False, detail: bool = False) -> dict[str, object]:
         """The check as the client and the audit log see it (never the raw guard output).
@@ -88,10 +88,7 @@ class CheckResult:
         if self.parts:
             result["parts"] = list(self.parts)
         if self.guards:
-            hidden = () if detail else ("error",)
-            result["guards"] = [
-                {k: v for k, v in g.items() if k not in hidden} for g in self.guards
-            ]
+            result["guards"] = [guard.summary(detail) for guard in self.guards]
         return result
 
     @property
@@ -101,6 +98,13 @@ class CheckResult:
         counts = [c.prompt_tokens for c in self._calls() if not c.cached]
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
+
+    @property
+    def score(self) -> float | None:
+        """A classifier's score over the checks: the highest, as the riskiest turn's is the
+        one that decides (a content-safety verdict has none)."""
+        scores = [v.score for v in self.verdicts if v.score is not None]
+        return max(scores) if scores else None
 
     def _calls(self) -> list[Verdict]:
         """Each guard call's verdict (`policy_mode: separate` makes two per check)."""
@@ -142,36 +146,46 @@ class CheckResult:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class GuardCheck:
+    """One guard's part of a chain's check: its own result, and the turns it judged unsafe."""
+
+    guard: str
+    result: CheckResult
+    flagged: tuple[str, ...] = ()
+
+    def merge(self, other: GuardCheck) -> GuardCheck:
+        """The guard's two checks (a stream's windows) as one, as `CheckResult.merge` has it."""
+        flagged = tuple(dict.fromkeys((*self.flagged, *other.flagged)))
+        return GuardCheck(self.guard, self.result.merge(other.result), flagged)
+
+    def summary(self, detail: bool = False) -> dict[str, object]:
+        """The guard's verdict for the audit: its status, categories, score and latency, and
+        which turns it flagged; `detail` adds its error (kept from what the client sees)."""
+        result = self.result
+        summary: dict[str, object] = {"guard": self.guard, "status": result.status.value}
+        if result.categories:
+            summary["categories"] = list(result.categories)
+        if result.score is not None:
+            summary["score"] = result.score
+        if result.latency_ms is not None:
+            summary["latency_ms"] = round(result.latency_ms, 2)
+        if self.flagged:
+            summary["flagged"] = list(self.flagged)
+        if result.error and detail:
+            summary["error"] = result.error
+        return summary
+
+
 def _merged_guards(
-    first: tuple[dict[str, object], ...], second: tuple[dict[str, object], ...]
-) -> tuple[dict[str, object], ...]:
-    """Two checks' per-guard verdicts (a stream's windows) as one per guard: the worse
-    status, categories and flagged turns united, latencies summed."""
-    merged = {str(g["guard"]): dict(g) for g in first}
+    first: tuple[GuardCheck, ...], second: tuple[GuardCheck, ...]
+) -> tuple[GuardCheck, ...]:
+    """Two checks' per-guard results (a stream's windows) as one per guard."""
+    merged = {guard.guard: guard for guard in first}
     for guard in second:
-        name = str(guard["guard"])
-        merged[name] = _merged_guard(merged[name], guard) if name in merged else dict(guard)
+        earlier = merged.get(guard.guard)
+        merged[guard.guard] = guard if earlier is None else earlier.merge(guard)
     return tuple(merged.values())
-
-
-def _merged_guard(one: dict[str, object], other: dict[str, object]) -> dict[str, object]:
-    statuses = (CheckStatus(str(one["status"])), CheckStatus(str(other["status"])))
-    merged = {**one, **other, "status": max(statuses, key=STATUS_SEVERITY.index).value}
-    for key in ("categories", "flagged"):
-        united = [*_listed(one.get(key)), *_listed(other.get(key))]
-        if united:
-            merged[key] = list(dict.fromkeys(united))
-    latencies = [x for x in (one.get("latency_ms"), other.get("latency_ms")) if x is not None]
-    if latencies:
-        merged["latency_ms"] = round(sum(float(str(x)) for x in latencies), 2)
-    scores = [x for x in (one.get("score"), other.get("score")) if isinstance(x, int | float)]
-    if scores:  # a classifier's score over the whole stream is its highest window's
-        merged["score"] = max(scores)
-    return merged
-
-
-def _listed(value: object) -> list[str]:
-    return [str(item) for item in value] if isinstance(value, list) else []
 
 
 def _call_summary(call: Verdict) -> dict[str, object]:
