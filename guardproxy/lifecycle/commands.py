@@ -22,6 +22,7 @@ from guardproxy.lifecycle.evaluate import (
     compare,
     delta_markdown,
     evaluate,
+    guards_never_run,
     judge_all,
     per_example,
 )
@@ -77,7 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
     reports = {}
     for label, tenant in runs.items():
         outcomes = asyncio.run(judge_all(run, tenant, examples, label))
-        reports[label] = evaluate(examples, outcomes)
+        reports[label] = evaluate(examples, outcomes, guards_never_run(tenant, examples))
         folder = args.out if len(runs) == 1 else args.out / label
         report.write(reports[label], folder, f"{label} on {args.data}")
         report.write_examples(per_example(examples, outcomes), folder)
@@ -142,7 +143,8 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"interrupted; progress is in {state}: run the same command to resume")
         return 130
     ids = {e.request_id for e in exchanges}
-    result = replay.diff([entry for rid, entry in done.items() if rid in ids])
+    entries = [entry for rid, entry in done.items() if rid in ids]
+    result = replay.diff(entries, replay.guards_never_run(candidate))
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(replay.summary(result))
     print(

@@ -1,8 +1,11 @@
 """Labelled sets for `guardproxy eval`: JSONL, CSV or Parquet files, in guardproxy's own
 layout or in the layouts of public safety sets as they are published.
 
-Own layout: `prompt`, optional `response` and `image`, and `label` (safe/unsafe, 0/1,
+Own layout: `prompt`, optional `response`, `image` and `tool`, and `label` (safe/unsafe, 0/1,
 true/false) or `categories` (a list, or a comma-separated string; non-empty means unsafe).
+`tool` is a tool result the prompt came with (a list of them in JSONL or Parquet), judged as
+the proxy judges `tool` messages, so a guard limited to `turns: [tool]` is scored on it. The
+public layouts carry none.
 Public layouts, detected from their columns (or named with `--format`):
 - Aegis 2.0 / Nemotron Content Safety Dataset v2: `prompt`, `response`, `prompt_label`,
   `response_label`, `violated_categories`;
@@ -50,6 +53,7 @@ class Example:
     categories: tuple[str, ...] = ()
     response: str | None = None
     image: str | None = None
+    tools: tuple[str, ...] = ()  # tool results, in order
 
 
 Row = dict[str, Any]
@@ -168,6 +172,13 @@ def _text(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
 
 
+def _tools(value: Any) -> tuple[str, ...]:
+    """A tool result, or a list of them; a string is one result whatever it holds (a tool
+    may well answer with a JSON array)."""
+    results = value if isinstance(value, list | tuple) else [value]
+    return tuple(text for text in map(_text, results) if text is not None)
+
+
 def own(row: Row, n: int) -> Example:
     categories = _names(row.get("categories"))
     unsafe = _flag(row["label"]) if "label" in row else bool(categories)
@@ -178,6 +189,7 @@ def own(row: Row, n: int) -> Example:
         categories,
         _text(row.get("response")),
         _text(row.get("image")),
+        _tools(row.get("tool")),
     )
 
 

@@ -20,6 +20,7 @@ from guardproxy.lifecycle.judge import Judge, Outcome
 from guardproxy.lifecycle.scores import score
 from guardproxy.lifecycle.verdicts import VerdictFile
 from guardproxy.media.fetch import ImageFetcher
+from guardproxy.pipeline.judging import Case, guards_not_run, tool_turns
 from guardproxy.policy.model import PolicySet, TenantPolicy
 
 DELTA_COLUMNS = ("precision", "recall", "f1", "fpr")
@@ -49,7 +50,9 @@ async def judge_all(
             async def one(example: Example) -> Outcome:
                 async with limit:
                     try:
-                        outcome = await judge.judge(example.prompt, example.response, example.image)
+                        outcome = await judge.judge(
+                            example.prompt, example.response, example.image, example.tools
+                        )
                     except GuardproxyError as exc:  # a bad image, say: counted, not fatal
                         outcome = Outcome("error", (), None, 0, str(exc))
                 bar.update()
@@ -100,7 +103,18 @@ def changes_markdown(changed: dict[str, list[str]]) -> str:
     return "\n".join(f"- {name}: {report.ids(found)}" for name, found in changed.items()) + "\n"
 
 
-def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[str, Any]:
+def guards_never_run(tenant: TenantPolicy, examples: Sequence[Example]) -> tuple[str, ...]:
+    """The tenant's guards that no example gives a turn of theirs (a set without tool results
+    never calls a guard limited to `turns: [tool]`)."""
+    cases = (Case(e.prompt, turns=tool_turns(e.tools, "tool")) for e in examples)
+    return guards_not_run(tenant, frozenset().union(*(case.kinds for case in cases)))
+
+
+def evaluate(
+    examples: Sequence[Example], outcomes: Sequence[Outcome], not_run: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The scores, and `not_run` where there are some: the guards the set never called
+    (`guards_never_run`)."""
     overall, per_category = score(examples, outcomes)
     timed = [o for o in outcomes if o.latency_ms is not None and o.error is None]
     latencies = [o.latency_ms for o in timed if o.latency_ms is not None]
@@ -108,7 +122,8 @@ def evaluate(examples: Sequence[Example], outcomes: Sequence[Outcome]) -> dict[s
     calls = sum(o.fresh for o in outcomes)
     errors = sum(o.error is not None for o in outcomes)
     built = report.build(overall, per_category, latencies, calls, errors, cached)
-    return built | {"wrong": wrong(per_example(examples, outcomes))}
+    built |= {"wrong": wrong(per_example(examples, outcomes))}
+    return built | ({"not_run": list(not_run)} if not_run else {})
 
 
 def compare(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""An exchange (a prompt, its image, and the answer if there is one) through a tenant's policy on
-its real guard, as the proxy would judge it: through the one judging core (`judging.py`), the
-prompt first and the answer in context only if the prompt passes. `eval` and `replay` use it,
-with a verdict file that answers checks already asked."""
+"""An exchange (a prompt, its image and tool results, and the answer if there is one) through
+a tenant's policy on its real guard, as the proxy would judge it: through the one judging core
+(`judging.py`), the prompt first and the answer in context only if the prompt passes. `eval`
+and `replay` use it, with a verdict file that answers checks already asked."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from guardproxy.media.request import GuardImage
 from guardproxy.pipeline.chain import Runner, chain_for
 from guardproxy.pipeline.checks import CheckResult, CheckStatus, Guard, run_checks
 from guardproxy.pipeline.decision import Action
-from guardproxy.pipeline.judging import Case, Judgement, judge_exchange
+from guardproxy.pipeline.judging import Case, Judgement, judge_exchange, tool_turns
 from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.model import PolicySet, TenantPolicy
 from guardproxy.policy.profile import build_profiles, select_profile
@@ -62,15 +62,21 @@ class Judge:
         self.masker = Masker.for_policy(tenant.redaction)
 
     async def judge(
-        self, prompt: str, response: str | None = None, image: str | None = None
+        self,
+        prompt: str,
+        response: str | None = None,
+        image: str | None = None,
+        tools: Sequence[str] = (),
     ) -> Outcome:
+        """`tools`: tool results the prompt came with, judged as the proxy judges `tool`
+        messages (by the guards whose `turns` take them)."""
         image_data = None
         if image:
             prepared = await prepare_image(image, "image", self.tenant.images, self.fetcher)
             image_data = prepared.guard_data_url()
         images = (GuardImage("image", image_data),) if image_data else ()
         answers = (response,) if response is not None else ()
-        case = Case(prompt, images, (), answers, image_data)
+        case = Case(prompt, images, tool_turns(tools, "tool"), answers, image_data)
         calls = Calls(self)
         profile = select_profile(self.profiles, None)
         chain = chain_for(self.tenant, calls.runner)

@@ -12,6 +12,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from guardproxy.errors import ConfigError
 from guardproxy.lifecycle.judge import Judge, Outcome
 from guardproxy.lifecycle.verdicts import VerdictFile
 from guardproxy.media.fetch import ImageFetcher
+from guardproxy.pipeline.judging import Case, guards_not_run, not_run_note
 from guardproxy.policy.model import PolicySet, TenantPolicy
 
 
@@ -209,10 +211,19 @@ def _to(outcome: Outcome) -> str:
     return "error" if outcome.error is not None else outcome.action
 
 
-def diff(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def guards_never_run(candidate: TenantPolicy) -> tuple[str, ...]:
+    """The candidate's guards a stored exchange gives no turn of theirs: the trail keeps the
+    last user turn and the answer, not the tool results or other turns before them."""
+    return guards_not_run(candidate, Case("").kinds)
+
+
+def diff(entries: list[dict[str, Any]], not_run: Sequence[str] = ()) -> dict[str, Any]:
+    """`not_run`: the candidate's guards the replay never called (`guards_never_run`), said
+    only where there are some."""
     counts = Counter(f"{e['from']}->{e['to']}" for e in entries)
     changed = [e for e in entries if e["from"] != e["to"]]
-    return {"counts": dict(sorted(counts.items())), "changed": changed}
+    result = {"counts": dict(sorted(counts.items())), "changed": changed}
+    return result | ({"not_run": list(not_run)} if not_run else {})
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -225,6 +236,8 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"{move} by category: " + ", ".join(f"{c} {n}" for c, n in categories.items()))
         ids = [e["request_id"] for e in result["changed"] if f"{e['from']}->{e['to']}" == move]
         lines.append(f"  request ids: {', '.join(ids[:20])}" + (" …" if len(ids) > 20 else ""))
+    if result.get("not_run"):
+        lines.append(f"not judged again: {not_run_note(result['not_run'])} (the trail keeps none)")
     return "\n".join(lines)
 
 

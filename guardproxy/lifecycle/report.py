@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from guardproxy.lifecycle.scores import Confusion
+from guardproxy.pipeline.judging import not_run_note
 
 logger = logging.getLogger(__name__)
 COLUMNS = ("n", "support", "precision", "recall", "f1", "fpr")
@@ -64,6 +65,8 @@ def markdown(report: dict[str, Any], title: str) -> str:
         f"{_cached(latency)}.",
         f"Support: the examples labelled with the category ({UNDEFINED}: a score over none).",
     ]
+    if report.get("not_run"):
+        lines.append(f"Not scored: {not_run_note(report['not_run'])}.")
     for kind, found in report.get("wrong", {}).items():
         lines.append(f"{kind.replace('_', ' ').capitalize()}s ({len(found)}): {ids(found)}")
     return "\n".join(lines) + "\n"

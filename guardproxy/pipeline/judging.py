@@ -9,16 +9,20 @@ that says what the proxy would do (shadow policies, the playground, `eval`, `rep
 `judge_exchange` judges a whole exchange the way the pipeline does, on the tenant's guard
 chain: the input first (the last user turn with its images, then the earlier turns), and the
 answers in context only when the input passes.
+
+A tool's input may carry fewer kinds of turn than a request does (a stored exchange keeps no
+tool results): a guard limited by `turns:` to kinds it was not given is not run on the input,
+and the tool says so (`not_run_note`) rather than report the exchange as it would be judged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from guardproxy.core.conversation import Turn
 from guardproxy.media.request import GuardImage
-from guardproxy.pipeline.chain import Chain
+from guardproxy.pipeline.chain import LAST_TURN_KIND, Chain, turn_kind
 from guardproxy.pipeline.checks import SKIPPED, CheckResult, output_checks
 from guardproxy.pipeline.decision import Action, categories_to_redact, decide, most_severe_action
 from guardproxy.pipeline.masking import Masker
@@ -91,6 +95,35 @@ class Case:
     turns: tuple[Turn, ...] = ()
     answers: tuple[str, ...] = ()
     context_image: str | None = None  # the image an answer is judged with
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of turn it carries, as a guard's `turns:` names them."""
+        return frozenset({LAST_TURN_KIND, *(turn_kind(turn.role) for turn in self.turns)})
+
+
+def tool_turns(results: Iterable[str], where: str) -> tuple[Turn, ...]:
+    """Tool results a tool was given, as the turns of `tool` messages (`where[0]`, ...)."""
+    return tuple(Turn(f"{where}[{n}]", "tool", text) for n, text in enumerate(results))
+
+
+def guards_not_run(tenant: TenantPolicy, kinds: Collection[str]) -> tuple[str, ...]:
+    """The tenant's guards limited to kinds of turn outside `kinds`, each with its `turns`:
+    given none of those, they are not called on the input, where the proxy would call them
+    on a request that has one."""
+    return tuple(
+        f"{entry.guard} (turns: {', '.join(entry.turns)})"
+        for entry in tenant.guards
+        if entry.turns is not None and not set(entry.turns) & set(kinds)
+    )
+
+
+def not_run_note(guards: Collection[str]) -> str:
+    """What a tool says of `guards_not_run`, so its verdict is not read as theirs."""
+    return (
+        f"{', '.join(guards)}: not run on the input, which carries none of the turns "
+        f"{'it judges' if len(guards) == 1 else 'they judge'}"
+    )
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,16 @@ def test_since_and_until_narrow_the_replay(
     trail = ["--trail", str(tmp_path / "trail.jsonl")]
     assert replay(tmp_path, *trail, "--since", "2999-01-01T00:00:00") == 0
     assert diff(tmp_path) == {"counts": {}, "changed": []}
+
+
+def test_a_candidate_guard_of_tool_results_is_said_not_judged_again(
+    recorded: tuple[Proxy, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trail keeps the prompt and the answer, never the tool results before them."""
+    tool_only = CANDIDATE | {"guards": [{"guard": "nemotron", "turns": ["tool"]}]}
+    (tmp_path / "candidate.yaml").write_text(yaml.safe_dump(tool_only))
+    capsys.readouterr()
+    assert replay(tmp_path, "--trail", str(tmp_path / "trail.jsonl")) == 0
+    assert diff(tmp_path)["not_run"] == ["nemotron (turns: tool)"]
+    said = "nemotron (turns: tool): not run on the input, which carries none of the turns it judges"
+    assert f"not judged again: {said} (the trail keeps none)" in capsys.readouterr().out
