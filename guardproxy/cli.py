@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,16 @@ from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
 from guardproxy.observe.logs import configure as configure_logs
 from guardproxy.pipeline.chain import chain_for, runner
-from guardproxy.pipeline.judging import NOT_JUDGED, Case, Judgement, Ruling, judge_exchange
+from guardproxy.pipeline.judging import (
+    NOT_JUDGED,
+    Case,
+    Judgement,
+    Ruling,
+    guards_not_run,
+    judge_exchange,
+    not_run_note,
+    tool_turns,
+)
 from guardproxy.pipeline.masking import Masker
 from guardproxy.policy.loader import load_policies
 from guardproxy.policy.model import PolicySet, TenantPolicy
@@ -100,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     classify.add_argument("--tenant", required=True)
     classify.add_argument("--image", help="image path or URL")
     classify.add_argument("--response", help="an answer to judge in context of TEXT")
+    classify.add_argument(
+        "--tool",
+        action="append",
+        default=[],
+        metavar="RESULT",
+        help="a tool result TEXT came with, judged as a `tool` message (repeat for several)",
+    )
     classify.add_argument("text")
     classify.set_defaults(run=_classify)
     policy = commands.add_parser("policy", help="show a tenant's policy")
@@ -317,31 +334,40 @@ def _policy_show(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    """TEXT (with --image and --response) as the proxy would judge the exchange: the prompt,
-    then the answer in context if the prompt passes, through the one judging core."""
+    """TEXT (with --image, --tool and --response) as the proxy would judge the exchange: the
+    prompt and tool results, then the answer in context if they pass, through the one judging
+    core. The guards limited to turns it was not given are named as not run."""
     settings, policies, tenant = _load_tenant(args)
-    judgement = asyncio.run(_judge(settings, policies, tenant, args))
+    case = _case(args)
+    judgement = asyncio.run(_judge(settings, policies, tenant, case, args.image))
     errors = [r.result.error for r in (judgement.input, judgement.output) if r.result.error]
     if errors:
         print(f"guard error: {errors[0]}", file=sys.stderr)
         return 3
     print(_describe(judgement, tenant))
+    not_run = guards_not_run(tenant, case.kinds)
+    if not_run:
+        print(f"not run:    {not_run_note(not_run)} (--tool gives tool results)")
     return 0
 
 
+def _case(args: argparse.Namespace) -> Case:
+    """The exchange the flags give, its image still to be prepared."""
+    answers = (args.response,) if args.response is not None else ()
+    return Case(args.text, turns=tool_turns(args.tool, "--tool"), answers=answers)
+
+
 async def _judge(
-    settings: Settings, policies: PolicySet, tenant: TenantPolicy, args: argparse.Namespace
+    settings: Settings, policies: PolicySet, tenant: TenantPolicy, case: Case, path: str | None
 ) -> Judgement:
-    """The tenant's guard and policy on the exchange (the image prepared as the proxy would)."""
+    """The tenant's guard and policy on the exchange, with the image at `path` (prepared as
+    the proxy would)."""
     profile = build_profiles(tenant, policies.regions)[""]
     async with httpx.AsyncClient() as client, ImageFetcher() as fetcher:
-        image = None
-        if args.image is not None:
-            url = _image_url(args.image)
+        if path is not None:
+            url = _image_url(path)
             image = (await prepare_image(url, "--image", tenant.images, fetcher)).guard_data_url()
-        images = (GuardImage("--image", image),) if image else ()
-        answers = (args.response,) if args.response is not None else ()
-        case = Case(args.text, images, (), answers, image)
+            case = replace(case, images=(GuardImage("--image", image),), context_image=image)
         chain = chain_for(tenant, lambda name: runner(build_guard(client, settings.guards[name])))
         return await judge_exchange(
             chain, tenant, profile, case, Masker.for_policy(tenant.redaction)
