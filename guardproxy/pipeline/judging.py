@@ -12,7 +12,7 @@ answers in context only when the input passes.
 
 A tool's input may carry fewer kinds of turn than a request does (a stored exchange keeps no
 tool results): a guard limited by `turns:` to kinds it was not given is not run on the input,
-and the tool says so (`not_run_note`) rather than report the exchange as it would be judged.
+and the tool says so (`not_run_note`) rather than give the rest of the chain's verdict as all.
 """
 
 from __future__ import annotations
