@@ -30,18 +30,6 @@ LISTINGS = {
     "resources/templates/list": "resourceTemplates",
     "prompts/list": "prompts",
 }
-# The parts of each result a model reads; other results are judged whole.
-RESULT_FIELDS = {
-    "tools/call": ("content", "structuredContent"),
-    "resources/read": ("contents",),
-    "prompts/get": ("description", "messages"),
-    "initialize": ("instructions", "serverInfo"),  # blocked: the instructions are dropped
-}
-# The parts of a server's request a client shows or its model reads.
-REQUEST_FIELDS = {
-    "sampling/createMessage": ("messages", "systemPrompt"),
-    "elicitation/create": ("message", "requestedSchema"),
-}
 
 
 @dataclass(frozen=True)
@@ -87,23 +75,16 @@ def surface(value: Any, label: str) -> Surface:
     return found
 
 
-def fields_surface(value: dict[str, Any], names: tuple[str, ...] | None, label: str) -> Surface:
-    """`names` of `value` (None: all of it)."""
-    if names is None:
-        return surface(value, label)
-    found = Surface()
-    for name in names:
-        if name in value:
-            found.add(surface(value[name], f"{label}.{name}" if label else name))
-    return found
-
-
 def result_surface(method: str, result: dict[str, Any]) -> Surface:
-    return fields_surface(result, RESULT_FIELDS.get(method), "result")
+    """A result judged whole, whatever its method: a field the protocol does not name (or a
+    newer version adds) reaches the client too, so there is no list of fields to keep up."""
+    return surface(result, "result")
 
 
 def request_surface(method: str, params: dict[str, Any]) -> Surface:
-    return fields_surface(params, REQUEST_FIELDS.get(method), "params")
+    """A server's request for the client, judged whole: a sampling request's messages and
+    system prompt, and its stop sequences and metadata as much."""
+    return surface(params, "params")
 
 
 def entry_text(key: str, entry: Any) -> str:
