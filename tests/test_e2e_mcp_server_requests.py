@@ -314,3 +314,23 @@ def test_an_mcp_exchange_is_traced_as_its_route_with_its_guard_calls_as_children
     guards = [s for s in finished if s.name == "guardproxy.guard"]
     assert guards
     assert all(g.parent is not None and g.parent.span_id == request.context.span_id for g in guards)
+
+
+def test_a_repeated_listing_asks_the_guard_only_about_descriptions_that_changed(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str]
+) -> None:
+    state, url = server
+    tools = [
+        {"name": f"tool_{n}", "description": f"Tool number {n}.", "inputSchema": {}}
+        for n in range(3)
+    ]
+    state.results["tools/list"] = {"tools": tools}
+    proxy = start(start_proxy, url, "judge")
+    listing = {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}
+    post(proxy, listing)
+    first = len(proxy.guard.requests)
+    post(proxy, listing)
+    assert len(proxy.guard.requests) == first  # every entry's verdict came from the cache
+    tools[1] = tools[1] | {"description": "Tool number one, reworded."}
+    post(proxy, listing)
+    assert len(proxy.guard.requests) == first + 1  # only the changed description
