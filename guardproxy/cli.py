@@ -49,6 +49,9 @@ from guardproxy.policy.view import show_guard_request
 DEFAULT_CONFIG = Path("guardproxy.yaml")
 logger = logging.getLogger(__name__)
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
+# uvicorn's own X-Forwarded-* handling stays off: it trusts 127.0.0.1 and FORWARDED_ALLOW_IPS,
+# a second list beside `trusted_proxies`, which `ForwardedHeaders` applies instead.
+PROXY_HEADERS = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +159,9 @@ def _admin_serve(args: argparse.Namespace) -> int:
     from guardproxy.server.admin_app import create_admin_app
 
     app = create_admin_app(*_load(args.config))  # refuses here, before a port is opened
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, proxy_headers=PROXY_HEADERS
+    )
     return 0
 
 
@@ -205,16 +210,6 @@ def _auto_workers(settings: Settings) -> int:
     return workers
 
 
-def _forwarded(settings: Settings) -> dict[str, str]:
-    """uvicorn trusts `X-Forwarded-For`/`-Proto` from the same proxies as the audit record's
-    `trusted_proxies`, so one list decides the client's address and scheme. An explicit
-    FORWARDED_ALLOW_IPS (uvicorn's own variable) still wins."""
-    trusted = settings.trusted_proxies
-    if not trusted or "FORWARDED_ALLOW_IPS" in os.environ:
-        return {}
-    return {"forwarded_allow_ips": ",".join(str(network) for network in trusted)}
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -223,12 +218,11 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     path = _config_path(args.config)
     options = {"host": args.host, "port": args.port, "log_level": args.log_level}
-    options |= {"access_log": args.access_log}
+    options |= {"access_log": args.access_log, "proxy_headers": PROXY_HEADERS}
     options |= {"timeout_graceful_shutdown": args.graceful_shutdown_s}
     if args.log_format == "json":
         options["log_config"] = None  # uvicorn's own lines go through the JSON root handler
     settings = load_settings(path, dict(os.environ))  # read once for what serve decides
-    options |= _forwarded(settings)
     workers = args.workers if isinstance(args.workers, int) else _auto_workers(settings)
     if workers == 1:
         uvicorn.run(_app(path, 1), **options)
@@ -272,13 +266,16 @@ def worker_app() -> Any:
 
 def _app(path: Path, workers: int, metrics_dir: str | None = None) -> Any:
     from guardproxy.server.app import create_app
+    from guardproxy.server.forwarded import ForwardedHeaders
 
     env = dict(os.environ)
     settings, policies = _load_for_serving(path, workers)
     reload = lambda: load_policies(settings, env)  # noqa: E731
-    return create_app(
+    app = create_app(
         settings, policies, reload=reload, metrics_dir=metrics_dir, freeze_startup=True
     )
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
+    return app
 
 
 def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:

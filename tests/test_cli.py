@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from guardproxy.cli import main
-from guardproxy.config import load_settings
 from tests.conftest import TENANT_KEY, write_config
 from tests.fakes.guard import FakeGuardState, create_fake_guard
 from tests.fakes.server import run_in_thread
@@ -143,19 +142,3 @@ def test_the_built_in_config_runs_the_guard_itself_on_a_box_with_vllm(
         monkeypatch.setenv("GUARD_URL", guard_url)
     assert main(["check"]) == 0
     assert expected in capsys.readouterr().out.splitlines()
-
-
-def test_serve_trusts_forwarded_headers_from_the_configured_proxies_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One list (`trusted_proxies`) decides the audit record's client and uvicorn's."""
-    from guardproxy.cli import _forwarded
-
-    extra = {"trusted_proxies": ["10.0.0.0/8", "192.0.2.7"]}
-    path = write_config(tmp_path, "http://g", "http://u", "nemotron-content-safety", {},
-                        config_extra=extra)  # fmt: skip
-    settings = load_settings(path, {"TEST_TENANT_KEY": TENANT_KEY})
-    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
-    assert _forwarded(settings) == {"forwarded_allow_ips": "10.0.0.0/8,192.0.2.7/32"}
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "*")
-    assert _forwarded(settings) == {}  # uvicorn's own variable, set by the operator, wins
