@@ -18,20 +18,21 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from guardproxy.admin.reviewers import Directory
 from guardproxy.admin.site import AdminSite
-from guardproxy.audit.sinks import MemoryAuditSink
-from guardproxy.audit.store import DatabaseSink, migrate, open_engine
+from guardproxy.audit.store import DatabaseSink
 from guardproxy.config import Settings
 from guardproxy.errors import ConfigError
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.metrics import Metrics
 from guardproxy.policy.model import PolicySet
-from guardproxy.server.probes import http_error, internal_error
+from guardproxy.server.forwarded import ForwardedHeaders
+from guardproxy.server.probes import healthz, http_error, internal_error
 from guardproxy.server.runtime import AppState, Runtime, app_state
 
 logger = logging.getLogger(__name__)
@@ -61,25 +62,35 @@ def create_admin_app(settings: Settings, policies: PolicySet) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = open_engine(database)
-        await migrate(engine)  # a no-op where a proxy has brought the schema to head already
-        async with httpx.AsyncClient() as unused, ImageFetcher() as fetcher:
-            metrics = Metrics()
-            runtime = Runtime(
-                settings, policies, {}, {}, {}, MemoryAuditSink(), unused, fetcher, metrics
-            )
-            app.state.guardproxy = AppState(runtime, metrics, DatabaseSink(engine), {})
-            try:
+        # Migrating is a no-op where a proxy has brought the schema to head already.
+        store = await DatabaseSink.open(database)
+        try:
+            async with _page_state(settings, policies, store) as state:
+                app.state.guardproxy = state
                 yield
-            finally:
-                await engine.dispose()
+        finally:
+            await store.aclose()
 
     app = Starlette(
         routes=_routes(site),
+        middleware=[Middleware(ForwardedHeaders, trusted=settings.trusted_proxies)],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
     return app
+
+
+@asynccontextmanager
+async def _page_state(
+    settings: Settings, policies: PolicySet, store: DatabaseSink
+) -> AsyncIterator[AppState]:
+    """What the pages read: `runtime.settings`, `runtime.policies` and the audit store. A
+    `Runtime` also holds the data plane's clients; here no guard, upstream or route is built,
+    and the clients it must hold are opened for nothing and closed with the app."""
+    async with httpx.AsyncClient() as unused, ImageFetcher() as no_images:
+        metrics = Metrics()
+        runtime = Runtime(settings, policies, {}, {}, {}, store, unused, no_images, metrics)
+        yield AppState(runtime, metrics, store, {})
 
 
 def _routes(site: AdminSite) -> list[BaseRoute]:
@@ -87,14 +98,10 @@ def _routes(site: AdminSite) -> list[BaseRoute]:
     return [
         *pages,
         Route("/admin/playground", _proxy_only, methods=["GET", "POST"]),
-        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", _readyz, methods=["GET"]),
         Route("/v1/{path:path}", _no_data_plane, methods=ALL_METHODS),
     ]
-
-
-async def _healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
 
 
 async def _readyz(request: Request) -> Response:

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from tests.admin.conftest import ADMIN_KEY, Reviewed
 from tests.admin.test_admin_http import signed_in
 from tests.conftest import TENANT_KEY
 from tests.fakes.server import run_in_thread
+from tests.server.test_forwarded import FORGED, FORWARDED, served
 
 
 @pytest.fixture
@@ -65,20 +67,44 @@ def test_the_admin_process_refuses_model_traffic_and_the_playground(
     assert ready.json() == {"status": "ready", "database": "ok"}
 
 
-def test_admin_serve_without_an_audit_database_says_so_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("trusted", "recorded"), [([], "127.0.0.1"), (["127.0.0.1/32"], FORGED)])
+def test_admin_serve_takes_a_forwarded_client_only_from_a_trusted_proxy(
+    tmp_path: Path, trusted: list[str], recorded: str
 ) -> None:
-    (tmp_path / "policies").mkdir()
+    """The access log's address and the cookie's `Secure` follow `trusted_proxies` alone,
+    whatever uvicorn's own variable says."""
+    audit = {"path": "-", "database": f"sqlite:///{tmp_path / 'audit.db'}"}
+    path = write_reviewer_config(tmp_path, {"audit": audit, "trusted_proxies": trusted})
+    argv = ["admin", "serve", "--config", str(path)]
+    with served(tmp_path, argv, {"FORWARDED_ALLOW_IPS": "*"}) as url:
+        login = httpx.post(f"{url}/admin/login", data={"key": ADMIN_KEY}, headers=FORWARDED)
+        headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+        (event,) = httpx.get(f"{url}/admin/api/access", headers=headers).json()["data"]
+    assert (event["event"], event["address"]) == ("sign_in", recorded)
+    assert ("; secure" in login.headers["set-cookie"].lower()) == bool(trusted)
+
+
+def write_reviewer_config(folder: Path, extra: dict[str, object]) -> Path:
+    """A config whose guard and upstream are never called: the reviewer page alone reads it."""
+    (folder / "policies").mkdir()
     tenant = {"tenant": "acme", "keys": [TENANT_KEY], "guard": "g", "upstream": "app"}
-    (tmp_path / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
+    (folder / "policies" / "acme.yaml").write_text(yaml.safe_dump(tenant))
     config = {
         "guards": {"g": {"url": "http://127.0.0.1:9/v1", "model": "m"}},
         "upstreams": {"app": {"url": "http://127.0.0.1:9/v1"}},
         "policies": "policies",
         "admin": {"keys": [ADMIN_KEY]},
+        **extra,
     }
-    path = tmp_path / "guardproxy.yaml"
+    path = folder / "guardproxy.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_admin_serve_without_an_audit_database_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_reviewer_config(tmp_path, {})
     assert main(["admin", "serve", "--config", str(path), "--port", "9"]) == 1
     said = capsys.readouterr().err.strip()
     assert "admin serve needs audit.database" in said
