@@ -30,7 +30,7 @@ class ForwardedHeaders:
         self.app, self.trusted = app, tuple(trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        peer = scope.get("client") if scope["type"] == "http" else None
+        peer = scope.get("client") if scope["type"] == "http" and self.trusted else None
         if peer is not None and _is_trusted(peer[0], self.trusted):
             _apply_forwarded(scope, self.trusted)  # in place, as uvicorn's access log reads it
         await self.app(scope, receive, send)
