@@ -266,16 +266,13 @@ def worker_app() -> Any:
 
 def _app(path: Path, workers: int, metrics_dir: str | None = None) -> Any:
     from guardproxy.server.app import create_app
-    from guardproxy.server.forwarded import ForwardedHeaders
 
     env = dict(os.environ)
     settings, policies = _load_for_serving(path, workers)
     reload = lambda: load_policies(settings, env)  # noqa: E731
-    app = create_app(
+    return create_app(
         settings, policies, reload=reload, metrics_dir=metrics_dir, freeze_startup=True
     )
-    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
-    return app
 
 
 def _load_for_serving(path: Path, workers: int) -> tuple[Settings, PolicySet]:

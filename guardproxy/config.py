@@ -393,8 +393,7 @@ class AdminSettings(Frozen):
     session_hours: float = Field(default=8.0, gt=0)
     # Where reviewers open the page (`https://review.example.com`): an https URL makes the
     # session cookie `Secure` even when TLS ends at a load balancer. Without it, the request's
-    # scheme decides, which uvicorn reads from `X-Forwarded-Proto` only for the proxies in
-    # `FORWARDED_ALLOW_IPS` (127.0.0.1 by default).
+    # scheme decides, read from `X-Forwarded-Proto` only behind `trusted_proxies`.
     public_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @field_validator("keys")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from tests.conftest import TENANT_KEY, Proxy, ProxyFactory
@@ -13,13 +12,6 @@ from tests.test_e2e_cutoff_conventions import UNSAFE, story
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 SPOOFED = {"X-Forwarded-For": "1.2.3.4, 198.51.100.9"}
-
-
-@pytest.fixture(autouse=True)
-def _uvicorn_trusts_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    """uvicorn rewrites the peer from X-Forwarded-For for FORWARDED_ALLOW_IPS (127.0.0.1 by
-    default); these tests come from 127.0.0.1 and read the proxy's own choice."""
-    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "192.0.2.1")
 
 
 def test_the_key_is_named_by_a_hash_of_its_digest(proxy: Proxy) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from guardproxy.admin.site import AdminSite
 from guardproxy.config import AdminSettings
@@ -26,12 +27,19 @@ class _SideServer(uvicorn.Server):
 
 
 @asynccontextmanager
-async def side_server(site: AdminSite | None, settings: AdminSettings) -> AsyncIterator[None]:
+async def side_server(
+    site: AdminSite | None, settings: AdminSettings, middleware: Sequence[Middleware] = ()
+) -> AsyncIterator[None]:
+    """`middleware`: the main app's edge (its forwarded-client choice), so both ports see the
+    same client; uvicorn's own proxy-header handling stays off, as on the main port."""
     if site is None or settings.port is None:
         yield
         return
-    app = Starlette(routes=site.routes())
-    config = uvicorn.Config(app, settings.host, settings.port, lifespan="off", log_level="warning")
+    app = Starlette(routes=site.routes(), middleware=middleware)
+    config = uvicorn.Config(
+        app, settings.host, settings.port, lifespan="off", log_level="warning",
+        proxy_headers=False,
+    )  # fmt: skip
     server = _SideServer(config)
     task = asyncio.create_task(server.serve())
     # uvicorn's Server has a `started` flag, not an event to wait on.

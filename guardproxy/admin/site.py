@@ -290,16 +290,16 @@ class AdminSite:
 
     def _is_https(self, request: Request) -> bool:
         """As the browser sees the page: the configured public URL's scheme, else the
-        request's (which uvicorn takes from `X-Forwarded-Proto` for the proxies it trusts:
-        `FORWARDED_ALLOW_IPS`, 127.0.0.1 by default)."""
+        request's (taken from `X-Forwarded-Proto` only behind `trusted_proxies`, at the
+        app's edge: server/forwarded.py)."""
         public_url = self.settings.public_url
         if public_url:
             return public_url.startswith("https://")
         return request.url.scheme == "https"
 
     def _client(self, request: Request) -> str:
-        """The address failed logins are counted against (behind a trusted proxy, uvicorn
-        has already put the forwarded client's here)."""
+        """The address failed logins are counted against (behind a trusted proxy, the app's
+        edge has already put the forwarded client's here)."""
         return request.client.host if request.client else ""
 
     async def label_form(self, request: Request) -> Response:

@@ -18,7 +18,6 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -31,7 +30,7 @@ from guardproxy.errors import ConfigError
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.observe.metrics import Metrics
 from guardproxy.policy.model import PolicySet
-from guardproxy.server.forwarded import ForwardedHeaders
+from guardproxy.server.forwarded import forwarded_headers
 from guardproxy.server.probes import healthz, http_error, internal_error
 from guardproxy.server.runtime import AppState, Runtime, app_state
 
@@ -73,7 +72,7 @@ def create_admin_app(settings: Settings, policies: PolicySet) -> Starlette:
 
     app = Starlette(
         routes=_routes(site),
-        middleware=[Middleware(ForwardedHeaders, trusted=settings.trusted_proxies)],
+        middleware=[forwarded_headers(settings)],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )

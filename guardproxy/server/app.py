@@ -33,6 +33,7 @@ from guardproxy.observe.tracing import Tracing
 from guardproxy.pipeline.checks import Guard
 from guardproxy.policy.model import PolicySet
 from guardproxy.server.endpoints import list_models, served
+from guardproxy.server.forwarded import forwarded_headers
 from guardproxy.server.httpclient import http_client
 from guardproxy.server.mcp_endpoint import mcp_endpoint
 from guardproxy.server.probes import (
@@ -120,7 +121,7 @@ def create_app(
             stop_metrics = metrics.serve(side.host, side.port) if side.port else None
             async with (
                 watching(metrics, lambda: _pools(app), cache),
-                side_server(admin, settings.admin),
+                side_server(admin, settings.admin, [forwarded_headers(settings)]),
                 watch_policies(app, settings.policies_dir(), reload),
             ):
                 if freeze_startup:
@@ -154,6 +155,9 @@ def create_app(
             HttpRoute("/v1/{path:path}", unknown_api, methods=UNKNOWN_API_METHODS),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
+        # Whoever serves the app, the client and scheme are chosen once, here: behind a
+        # trusted proxy those it forwarded, else the peer's (server/forwarded.py).
+        middleware=[forwarded_headers(settings)],
         lifespan=lifespan,
     )
     return app

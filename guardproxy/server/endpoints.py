@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from pydantic import IPvAnyNetwork
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive
@@ -21,7 +20,6 @@ from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.flow import Incoming, handle_chat
 from guardproxy.pipeline.replies import error_response
 from guardproxy.pipeline.streams import GuardedStream
-from guardproxy.server.forwarded import FORWARDED_FOR, client_address
 from guardproxy.server.runtime import Runtime, app_state
 
 REGION_HEADER = "x-guardproxy-region"
@@ -39,7 +37,7 @@ def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
 async def _serve(codec: Codec, request: Request) -> Response:
     runtime = app_state(request.app).runtime
     exchange = Exchange(api=codec.api)
-    exchange.client_address = client_address_of(request, runtime.settings.trusted_proxies)
+    exchange.client_address = client_address_of(request)
     bind_logs(exchange)
     span = runtime.tracing.begin_request(request.headers, codec.api)
     exchange.trace_id = runtime.tracing.trace_id(span)
@@ -82,9 +80,10 @@ def proxy_key(request: Request) -> str | None:
     return authorization
 
 
-def client_address_of(request: Request, trusted: Sequence[IPvAnyNetwork]) -> str | None:
-    peer = request.client.host if request.client is not None else None
-    return client_address(peer, request.headers.getlist(FORWARDED_FOR), trusted)
+def client_address_of(request: Request) -> str | None:
+    """The client `ForwardedHeaders` left in the scope: the peer, or behind a trusted proxy
+    the client it forwarded (chosen once, at the app's edge)."""
+    return request.client.host if request.client is not None else None
 
 
 async def _unless_disconnected(request: Request, work: Coroutine[None, None, Response]) -> Response:

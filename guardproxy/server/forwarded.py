@@ -15,7 +15,10 @@ from collections.abc import Iterable, Sequence
 
 from pydantic import IPvAnyNetwork
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from guardproxy.config import Settings
 
 FORWARDED_FOR = "x-forwarded-for"
 FORWARDED_PROTO = "x-forwarded-proto"
@@ -34,6 +37,11 @@ class ForwardedHeaders:
         if peer is not None and _is_trusted(peer[0], self.trusted):
             _apply_forwarded(scope, self.trusted)  # in place, as uvicorn's access log reads it
         await self.app(scope, receive, send)
+
+
+def forwarded_headers(settings: Settings) -> Middleware:
+    """`ForwardedHeaders` on the config's `trusted_proxies`, for an app's middleware list."""
+    return Middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
 
 
 def _apply_forwarded(scope: Scope, trusted: Sequence[IPvAnyNetwork]) -> None:

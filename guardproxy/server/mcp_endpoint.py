@@ -31,7 +31,7 @@ REGION_HEADER = "x-guardproxy-region"
 async def mcp_endpoint(request: Request) -> Response:
     runtime = app_state(request.app).runtime
     exchange = Exchange(api="mcp")
-    exchange.client_address = client_address_of(request, runtime.settings.trusted_proxies)
+    exchange.client_address = client_address_of(request)
     bind_logs(exchange)
     span = runtime.tracing.begin_request(request.headers, "mcp", request.method)
     exchange.trace_id = runtime.tracing.trace_id(span)

@@ -32,13 +32,16 @@ class Reviewed:
     blocked: dict[str, str]  # tenant -> the request id of its block
 
 
-def start_reviewed(start_proxy: ProxyFactory, tmp_path: Path, **admin: Any) -> Proxy:
+def start_reviewed(
+    start_proxy: ProxyFactory, tmp_path: Path, trusted_proxies: Any = (), **admin: Any
+) -> Proxy:
     bank = {"tenant": "bank", "keys": [BANK_KEY], "guard": "nemotron", "upstream": "app"}
     (tmp_path / "policies").mkdir(exist_ok=True)
     (tmp_path / "policies" / "bank.yaml").write_text(yaml.safe_dump(bank))
     config = {
         "audit": {"path": "-", "database": f"sqlite:///{tmp_path / 'audit.db'}"},
         "admin": {"keys": [ADMIN_KEY], **admin},
+        "trusted_proxies": list(trusted_proxies),
     }
     return start_proxy(config_extra=config, reasoning=True, audit_content="redacted")
 

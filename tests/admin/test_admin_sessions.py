@@ -94,12 +94,16 @@ def test_failed_logins_are_limited_per_address(url: str) -> None:
     assert COOKIE not in limited.cookies
 
 
+LOOPBACK_PROXY = {"trusted_proxies": ["127.0.0.1/32"]}
+
+
 @pytest.mark.parametrize(
     ("admin", "headers", "secure"),
     [
         ({}, {}, False),
         ({"public_url": "https://review.example.com"}, {}, True),
-        ({}, {"x-forwarded-proto": "https"}, True),  # from loopback, which uvicorn trusts
+        ({}, {"x-forwarded-proto": "https"}, False),  # from a peer no one trusts
+        (LOOPBACK_PROXY, {"x-forwarded-proto": "https"}, True),  # from a trusted proxy
         ({"public_url": "http://review.internal"}, {"x-forwarded-proto": "https"}, False),
     ],
 )

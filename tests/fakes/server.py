@@ -42,7 +42,10 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 @contextmanager
 def run_in_thread(app: ASGIApp) -> Iterator[str]:
     """Serve `app` on a free loopback port in a daemon thread; yield its base URL."""
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5,
+        proxy_headers=False,  # as `guardproxy serve` runs it: the app's edge decides
+    )  # fmt: skip
     server = uvicorn.Server(config)
     sock = _bind_free_port()
     port = sock.getsockname()[1]
