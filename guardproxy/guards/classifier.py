@@ -23,9 +23,10 @@ RAW_LIMIT = 2000
 
 
 class ClassifierProtocol(Protocol):
-    """A classifier's wire, without the network. `build_request` gives the check's segments
-    as one document (the cache key), `posts` the bodies sent for it (one batched request, or
-    one per segment), `join` their answers as the one document `parse` reads."""
+    """A classifier's wire, without the network. `build_request` segments the check's text,
+    once, into one document (the cache key), `posts` gives the bodies sent for it (one batched
+    request, or one per segment), `join` their answers, checked against it, as the one
+    document `parse` reads."""
 
     path: str  # appended to the guard's `url`
 
@@ -33,7 +34,7 @@ class ClassifierProtocol(Protocol):
 
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]: ...
 
-    def join(self, answers: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]: ...
 
     def parse(self, completion: dict[str, Any], check: GuardInput) -> Verdict: ...
 

@@ -259,7 +259,7 @@ class ClassifierGuard(HttpGuard):
         sent = (self._transport.post(post, timeout_s, path) for post in posts)
         responses = await asyncio.gather(*sent)
         logger.debug("guard %r answers: %s", self._settings.model, [r.text for r in responses])
-        return self._classifier.join([_decode(response) for response in responses])
+        return self._classifier.join(body, [_decode(response) for response in responses])
 
 
 class GuardTransport:

@@ -41,7 +41,7 @@ class NemoguardJailbreak:
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"input": text} for text in batch["input"]]
 
-    def join(self, answers: list[dict[str, Any]]) -> dict[str, Any]:
+    def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
         return {"answers": answers}
 
     def parse(self, completion: dict[str, Any], check: GuardInput) -> Verdict:

@@ -46,14 +46,19 @@ class VllmClassify:
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         return [batch]
 
-    def join(self, answers: list[dict[str, Any]]) -> dict[str, Any]:
-        return answers[0]
+    def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+        """The one answer, checked against the batch's segments (counted where they were cut,
+        never cut again)."""
+        [completion] = answers
+        items, expected = completion.get("data"), len(batch["input"])
+        if not isinstance(items, list) or len(items) != expected:
+            raise UnparseableVerdict(f"guard answer has no data[] of {expected} item(s)")
+        return completion
 
     def parse(self, completion: dict[str, Any], check: GuardInput) -> Verdict:
         items = completion.get("data")
-        expected = len(segments(judged_text(check), self._max_chars))
-        if not isinstance(items, list) or len(items) != expected:
-            raise UnparseableVerdict(f"guard answer has no data[] of {expected} item(s)")
+        if not isinstance(items, list) or not items:
+            raise UnparseableVerdict("guard answer has no data[]")
         score = max(self._unsafe_probability(item) for item in items)
         unsafe = score >= self._threshold
         return classifier_verdict(check, unsafe, score, self._category, completion)

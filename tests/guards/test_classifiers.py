@@ -100,7 +100,6 @@ def test_any_unsafe_segment_makes_the_text_unsafe() -> None:
         (answer([0.9, 0.1, 0.0], label="MALICIOUS"), "label 'MALICIOUS', which 'labels' lacks"),
         (answer([0.9, 0.1, 0.0], label="INJECTION"), "are 'labels' in id2label order?"),
         (answer([0.9, 0.1]), "answered 2 classes; 'labels' names 3"),
-        (answer([0.9, 0.1, 0.0], [0.9, 0.1, 0.0]), "no data[] of 1 item"),
         ({"data": [{"probs": ["high", 0, 0]}]}, "without numeric probs"),
         ({"object": "error"}, "no data[]"),
     ],
@@ -110,6 +109,30 @@ def test_an_answer_that_does_not_fit_the_labels_is_an_error(
 ) -> None:
     with pytest.raises(UnparseableVerdict, match=message.replace("[", r"\[").replace("?", r"\?")):
         vllm().parse(document, GuardInput(PROMPT))
+
+
+def test_an_answer_with_another_count_of_items_than_segments_sent_is_an_error() -> None:
+    guard = vllm(max_input_chars=200)
+    batch = guard.build_request(GuardInput("a" * 300))
+    with pytest.raises(UnparseableVerdict, match=r"no data\[\] of 2 item"):
+        guard.join(batch, [answer([0.9, 0.1, 0.0], label=None)])
+    two = answer([0.9, 0.1, 0.0], [0.9, 0.1, 0.0], label=None)
+    assert guard.join(batch, [two]) is two
+
+
+def test_vllm_classify_cuts_a_check_into_segments_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuts: list[str] = []
+
+    def counted(text: str, max_chars: int) -> list[str]:
+        cuts.append(text)
+        return segments(text, max_chars)
+
+    monkeypatch.setattr("guardproxy.guards.vllm_classify.segments", counted)
+    guard, check = vllm(max_input_chars=200), GuardInput("a" * 300)
+    batch = guard.build_request(check)
+    completion = guard.join(batch, [answer([0.9, 0.1, 0.0], [0.2, 0.8, 0.0], label=None)])
+    assert guard.parse(completion, check).user is Safety.UNSAFE
+    assert cuts == ["a" * 300]
 
 
 def test_a_model_without_id2label_is_read_by_index() -> None:
