@@ -6,6 +6,9 @@ replica is ejected.
             closed (or half-open, for its one probe) ─► on failure, the next attempt goes to
             another replica, within the call's deadline
 
+A call with several requests to send (a long text's segments, for a classifier that takes one
+string per request) waits for one slot and takes `spare` ones only where they are idle.
+
 The breaker is Envoy's consecutive-failure outlier ejection: after `breaker_failures`
 consecutive failures (connect errors, timeouts, 5xx) a replica is ejected for
 `breaker_open_s`, then one half-open probe decides whether it comes back. With every replica
@@ -16,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -116,6 +119,25 @@ class GuardPool:
                     f"guard at capacity ({self.max_concurrency} calls in flight)",
                     retry_after_s=self.queue_timeout_s,
                 ) from exc
+        with self._held():
+            yield
+
+    @asynccontextmanager
+    async def spare(self) -> AsyncIterator[bool]:
+        """An idle slot, taken without waiting, for a call that already holds one and has more
+        to send at once (a long text's segments); False when none is idle or a call waits
+        for one, so a spare never delays an admission."""
+        if self._slots is not None and self._slots.locked():
+            yield False
+            return
+        if self._slots is not None:
+            await self._slots.acquire()  # not locked: returns at once, never waits
+        with self._held():
+            yield True
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """A slot already acquired, counted in flight until given back."""
         self.in_flight += 1
         try:
             yield

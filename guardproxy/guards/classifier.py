@@ -25,14 +25,17 @@ RAW_LIMIT = 2000
 class ClassifierProtocol(Protocol):
     """A classifier's wire, without the network. `build_request` segments the check's text,
     once, into one document (the cache key), `posts` gives the bodies sent for it (one batched
-    request, or one per segment), `join` their answers, checked against it, as the one
-    document `parse` reads."""
+    request, or one per segment), `decides` whether one post's answer settles the verdict
+    alone (the posts still out are then cancelled), `join` the answers as the one document
+    `parse` reads."""
 
     path: str  # appended to the guard's `url`
 
     def build_request(self, check: GuardInput) -> dict[str, Any]: ...
 
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def decides(self, answer: dict[str, Any]) -> bool: ...
 
     def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]: ...
 

@@ -236,9 +236,23 @@ class HttpGuard:
         return replace(verdict, reasoning_unavailable=True)
 
 
+class _Decided(Exception):
+    """A segment's answer settled the check's verdict: the segments still out are cancelled."""
+
+
 class ClassifierGuard(HttpGuard):
     """A text classifier: its own path, and a check's segments sent as its protocol says
-    (one batched request, or one request per segment, concurrently)."""
+    (one batched request, or one request per segment).
+
+    One request per segment is one call to the capacity, as a batched request is: it waits
+    for one slot and takes spare ones only where they are idle, each sending the next
+    segment not yet sent. Separate slots per segment would let one long text crowd out the
+    checks behind it and, once some of its segments were shed, fail after the guard had
+    judged the others; a single slot run strictly in turn would make a long text's latency
+    the sum of its segments' even on an idle guard. With spares, an idle guard sees every
+    segment at once, a busy one one at a time, and never more requests than
+    `max_concurrency`.
+    """
 
     def __init__(
         self,
@@ -255,11 +269,38 @@ class ClassifierGuard(HttpGuard):
         self._url = f"{settings.url.rstrip('/')}{protocol.path}"
 
     async def _answer(self, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        path, posts = self._classifier.path, self._classifier.posts(body)
-        sent = (self._transport.post(post, timeout_s, path) for post in posts)
-        responses = await asyncio.gather(*sent)
-        logger.debug("guard %r answers: %s", self._settings.model, [r.text for r in responses])
-        return self._classifier.join(body, [_decode(response) for response in responses])
+        posts = self._classifier.posts(body)
+        async with self.pool.admitted(timeout_s):
+            answers = await self._each(posts, timeout_s)
+        logger.debug("guard %r answers: %s", self._settings.model, answers)
+        return self._classifier.join(body, answers)
+
+    async def _each(self, posts: list[dict[str, Any]], timeout_s: float) -> list[dict[str, Any]]:
+        """The posts' answers, in order, up to the one that decided the verdict; the first
+        unsafe answer or the first failure cancels the posts still out (closed, unanswered)."""
+        answers: list[dict[str, Any] | None] = [None] * len(posts)
+        pending = iter(enumerate(posts))  # shared: each sender takes the next post unsent
+
+        async def send() -> None:
+            for index, post in pending:
+                response = await self._transport.send(post, timeout_s, self._classifier.path)
+                answers[index] = answer = _decode(response)
+                if self._classifier.decides(answer):
+                    raise _Decided
+
+        async def send_if_spare() -> None:
+            async with self.pool.spare() as taken:
+                if taken:
+                    await send()
+
+        try:
+            async with asyncio.TaskGroup() as senders:
+                senders.create_task(send())  # on the admitted slot
+                for _ in posts[1:]:
+                    senders.create_task(send_if_spare())
+        except BaseExceptionGroup as stopped:
+            _raise_unless_decided(stopped)
+        return [answer for answer in answers if answer is not None]
 
 
 class GuardTransport:
@@ -273,11 +314,10 @@ class GuardTransport:
         self, body: dict[str, Any], timeout_s: float, path: str = CHAT_PATH
     ) -> httpx.Response:
         async with self.pool.admitted(timeout_s):
-            return await self._post_admitted(body, timeout_s, path)
+            return await self.send(body, timeout_s, path)
 
-    async def _post_admitted(
-        self, body: dict[str, Any], timeout_s: float, path: str
-    ) -> httpx.Response:
+    async def send(self, body: dict[str, Any], timeout_s: float, path: str) -> httpx.Response:
+        """`post` for a caller that already holds a slot of the pool."""
         deadline = _now() + timeout_s  # the loop's clock: the same instant for both
         try:
             async with asyncio.timeout_at(deadline) as timer:
@@ -380,6 +420,14 @@ def _is_retryable(error: BaseException) -> bool:
     if isinstance(error, httpx.HTTPStatusError):
         return error.response.is_server_error
     return isinstance(error, RETRYABLE_ERRORS)
+
+
+def _raise_unless_decided(stopped: BaseExceptionGroup) -> None:
+    """An unsafe segment wins over another's failure in the same instant; else the first
+    failure is the check's, unwrapped, as a single request's would be."""
+    decided, failed = stopped.split(_Decided)
+    if decided is None and failed is not None:
+        raise failed.exceptions[0]
 
 
 def _decode(response: httpx.Response) -> dict[str, Any]:

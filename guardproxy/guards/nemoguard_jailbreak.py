@@ -4,7 +4,8 @@
 `{"input": text}`, answering `{"jailbreak": bool, "score": float}`, the score from -1 to 1
 (NeMo Guardrails `library/jailbreak_detection/request.py` sends and reads exactly these).
 The NIM takes one string per request, so a segmented text is one request per segment, sent
-concurrently.
+at once as far as the guard's capacity has idle slots; the first unsafe segment cancels the
+rest (guards/client.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ class NemoguardJailbreak:
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"input": text} for text in batch["input"]]
 
+    def decides(self, answer: dict[str, Any]) -> bool:
+        unsafe, _ = self._judge(answer)  # an answer outside the NIM's shape raises: decided too
+        return unsafe
+
     def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
+        """The segments' answers, as many as came before the verdict was decided: all of them
+        for a safe text, up to the first unsafe one otherwise (its score is theirs at most)."""
         return {"answers": answers}
 
     def parse(self, completion: dict[str, Any], check: GuardInput) -> Verdict:

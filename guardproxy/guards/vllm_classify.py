@@ -46,6 +46,9 @@ class VllmClassify:
     def posts(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
         return [batch]
 
+    def decides(self, answer: dict[str, Any]) -> bool:
+        return False  # one batched post: nothing else is out to cancel
+
     def join(self, batch: dict[str, Any], answers: list[dict[str, Any]]) -> dict[str, Any]:
         """The one answer, checked against the batch's segments (counted where they were cut,
         never cut again)."""

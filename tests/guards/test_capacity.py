@@ -87,6 +87,30 @@ async def test_a_call_without_a_slot_is_shed_at_its_queue_deadline() -> None:
         assert pool.in_flight == 1
 
 
+@pytest.mark.anyio
+async def test_a_spare_slot_is_taken_only_while_idle_and_never_from_a_waiting_call() -> None:
+    pool = GuardPool.of(["http://a"], max_concurrency=2, queue_timeout_s=5)
+    async with pool.admitted(10):
+        async with pool.spare() as taken:
+            assert (taken, pool.in_flight) == (True, 2)
+            async with pool.spare() as more:
+                assert not more  # full: a spare never waits
+        assert pool.in_flight == 1
+        async with pool.spare() as held:
+            assert held
+            waiter = asyncio.create_task(_admitted_once(pool))
+            await asyncio.sleep(0)  # it queues for the slot held here
+        async with pool.spare() as taken_from_waiter:
+            assert not taken_from_waiter  # the freed slot is the waiting call's
+        await waiter
+    assert pool.in_flight == 0
+
+
+async def _admitted_once(pool: GuardPool) -> None:
+    async with pool.admitted(10):
+        pass
+
+
 def closed_port_url() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -158,6 +158,14 @@ def test_nemoguard_posts_one_string_per_segment() -> None:
     assert guard.posts(batch) == [{"input": "a" * 200}, {"input": "a" * 125}]
 
 
+def test_a_nemoguard_answer_decides_the_check_when_its_segment_is_unsafe() -> None:
+    guard = nim(threshold=0.3)
+    assert guard.decides({"jailbreak": False, "score": 0.3})
+    assert not guard.decides({"jailbreak": True, "score": 0.29})
+    with pytest.raises(UnparseableVerdict):
+        guard.decides({"jailbreak": True})
+
+
 def test_nemoguard_follows_the_nims_flag_without_a_threshold() -> None:
     verdict = nim().parse({"answers": [{"jailbreak": True, "score": -0.2}]}, GuardInput(PROMPT))
     assert verdict.user is Safety.UNSAFE
