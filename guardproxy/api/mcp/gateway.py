@@ -91,6 +91,10 @@ class McpCall:
     def session(self) -> str:
         return self.headers.get(SESSION_HEADER, "")
 
+    def request_key(self, request_id: Any) -> tuple[str, ...]:
+        """A request of this tenant's session with this server, by its id."""
+        return (self.route.tenant.tenant, self.server.name, self.session, str(request_id))
+
     async def send(
         self, method: str, headers: dict[str, str], body: bytes | None = None, stream: bool = False
     ) -> McpReply:
@@ -133,9 +137,11 @@ class McpGateway:
     def __init__(self, servers: dict[str, McpUpstream]) -> None:
         self.servers = servers
         self._tools: dict[tuple[str, str, str], bool] = {}  # (tenant, server, tool) -> allowed
-        self._cancelled: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # Keyed by tenant, server, session and request id: a key of one tenant cannot
+        # cancel another's request, even knowing its session.
+        self._cancelled: OrderedDict[tuple[str, ...], None] = OrderedDict()
         # The requests this worker is answering now, by session and id (gone with the call).
-        self._open: WeakValueDictionary[tuple[str, str], McpCall] = WeakValueDictionary()
+        self._open: WeakValueDictionary[tuple[str, ...], McpCall] = WeakValueDictionary()
 
     # -- the client's POST ------------------------------------------------------------------
 
@@ -147,7 +153,7 @@ class McpGateway:
             # Sent without an id, its arguments would reach the server unjudged.
             raise McpProblem(400, INVALID_REQUEST, f"Invalid Request: {method} needs an 'id'.")
         if kind == "request":
-            self._open[(call.session, str(message["id"]))] = call
+            self._open[call.request_key(message["id"])] = call
         if kind == "request" and method == "tools/call":
             refused = await self._tool_call(call, message)
             if refused is not None:
@@ -166,7 +172,7 @@ class McpGateway:
                 message["params"] = params | masked
                 body = json.dumps(message, ensure_ascii=False).encode()
         elif kind == "notification" and method == "notifications/cancelled":
-            self._cancel(call.session, message.get("params", {}).get("requestId"))
+            self._cancel(call, message.get("params", {}).get("requestId"))
         reply = await call.send("POST", self._headers(call), body)
         return await self._relay(call, reply, message if kind == "request" else None)
 
@@ -313,7 +319,7 @@ class McpGateway:
             ruling = await self._judge_inbound(call, found)
             carried: dict[str, Any] | None = self._carry(call, ruling, message, "output")
             return carried
-        if (call.session, str(message["id"])) in self._cancelled:
+        if call.request_key(message["id"]) in self._cancelled:
             return jsonrpc.error(message["id"], CANCELLED, "The request was cancelled.")
         if "error" in message:
             ruling = await self._judge_inbound(call, surface(message["error"], "error"))
@@ -537,16 +543,16 @@ class McpGateway:
         for key in [key for key in self._tools if key[:2] == scope]:
             del self._tools[key]
 
-    def _cancel(self, session: str, request_id: Any) -> None:
+    def _cancel(self, call: McpCall, request_id: Any) -> None:
         if request_id is None:
             return
-        key = (session, str(request_id))
+        key = call.request_key(request_id)
         self._cancelled[key] = None
         while len(self._cancelled) > CANCELLED_KEPT:
             self._cancelled.popitem(last=False)
-        call = self._open.get(key)
-        if call is not None:
-            call.cancelled.set()
+        cancelled = self._open.get(key)
+        if cancelled is not None:
+            cancelled.cancelled.set()
 
 
 def passed_headers(headers: Any) -> dict[str, str]:
