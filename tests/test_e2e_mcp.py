@@ -375,7 +375,9 @@ async def test_each_client_has_its_own_session(
     ]
     assert all(len(ids) == 1 for ids in sessions)
     assert sessions[0] != sessions[1]
-    assert set(mcp_state.session_ids) == sessions[0] | sessions[1]
+    # The client holds the server's id sealed to its key: `SESSION.MAC`.
+    opened = {sealed.rpartition(".")[0] for sealed in sessions[0] | sessions[1]}
+    assert set(mcp_state.session_ids) == opened
 
 
 def test_delete_ends_the_session_and_the_proxy_relays_the_servers_404(

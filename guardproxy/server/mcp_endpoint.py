@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from guardproxy.api.mcp.gateway import McpCall, passed_headers, problem_response
 from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, SERVER_FAILED, McpProblem
+from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.errors import (
     AuthenticationError,
     GuardproxyError,
@@ -70,13 +71,15 @@ async def _handle(runtime: Runtime, request: Request, exchange: Exchange, done: 
     if name not in tenant.mcp.servers:
         raise McpProblem(403, INVALID_REQUEST, f"This key may not use the MCP server {name!r}.")
     route = runtime.route_for(tenant)
+    seal = SessionSeal(request.headers.get("authorization", ""), name)
     call = McpCall(
         route,
         route.profile(request.headers.get(REGION_HEADER)),
         gateway.servers[name],
         exchange,
         runtime.fetcher,
-        passed_headers(request.headers),
+        passed_headers(request.headers, seal),
+        seal,
         done,
     )
     exchange.guard = tenant.guards[0].guard

@@ -35,6 +35,7 @@ from guardproxy.api.mcp.jsonrpc import (
     SERVER_FAILED,
     McpProblem,
 )
+from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.api.mcp.surfaces import (
     KEPT_BY_MASKING,
     LISTINGS,
@@ -81,7 +82,8 @@ class McpCall:
     server: McpUpstream
     exchange: Exchange
     fetcher: ImageFetcher
-    headers: dict[str, str]  # for the server: the client's session headers
+    headers: dict[str, str]  # for the server: the client's session headers, unsealed
+    seal: SessionSeal  # the server's session ids, as this client's key holds them
     done: Callable[[], Awaitable[None]]  # writes the audit record, once
     judged_in: list[CheckResult] = field(default_factory=list)
     judged_out: list[CheckResult] = field(default_factory=list)
@@ -188,7 +190,7 @@ class McpGateway:
         await reply.aclose()
         call.conclude(reply.status)
         await call.done()
-        return Response(status_code=reply.status, headers=_session_headers(reply))
+        return Response(status_code=reply.status, headers=_session_headers(call, reply))
 
     # -- tools/call -------------------------------------------------------------------------
 
@@ -242,7 +244,7 @@ class McpGateway:
     async def _relay(
         self, call: McpCall, reply: McpReply, request: dict[str, Any] | None
     ) -> Response:
-        headers = _session_headers(reply) | own_headers(call.exchange)
+        headers = _session_headers(call, reply) | own_headers(call.exchange)
         if not 200 <= reply.status < 300:
             await reply.aclose()
             status = reply.status if reply.status < 500 else 502
@@ -555,9 +557,12 @@ class McpGateway:
             cancelled.cancelled.set()
 
 
-def passed_headers(headers: Any) -> dict[str, str]:
-    """The client's headers the server sees."""
-    return {name: headers[name] for name in PASSED_HEADERS if name in headers}
+def passed_headers(headers: Any, seal: SessionSeal) -> dict[str, str]:
+    """The client's headers the server sees, its session id opened (or refused, 404)."""
+    passed = {name: headers[name] for name in PASSED_HEADERS if name in headers}
+    if SESSION_HEADER in passed:
+        passed[SESSION_HEADER] = seal.open(passed[SESSION_HEADER])
+    return passed
 
 
 def problem_response(problem: McpProblem, exchange: Exchange) -> Response:
@@ -583,8 +588,8 @@ def _withheld(call: McpCall, exc: GuardproxyError) -> tuple[int, str]:
     return status, message
 
 
-def _session_headers(reply: McpReply) -> dict[str, str]:
-    return {SESSION_HEADER: reply.session_id} if reply.session_id else {}
+def _session_headers(call: McpCall, reply: McpReply) -> dict[str, str]:
+    return {SESSION_HEADER: call.seal.seal(reply.session_id)} if reply.session_id else {}
 
 
 def _message(body: bytes) -> dict[str, Any] | None:
