@@ -9,22 +9,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from guardproxy.api.mcp.gateway import McpCall, passed_headers, problem_response
-from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, SERVER_FAILED, McpProblem
+from guardproxy.api.mcp.gateway import McpCall, passed_headers, problem_for, problem_response
+from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, McpProblem
 from guardproxy.api.mcp.sessions import SessionSeal
-from guardproxy.errors import (
-    AuthenticationError,
-    GuardproxyError,
-    PayloadTooLarge,
-    RequestError,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from guardproxy.errors import GuardproxyError
 from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.server.endpoints import audit_exchange, client_address_of, read_body
 from guardproxy.server.runtime import Runtime, app_state
-from guardproxy.upstreams.mcp import ServerUnavailable
 
 REGION_HEADER = "x-guardproxy-region"
 
@@ -47,7 +39,7 @@ async def mcp_endpoint(request: Request) -> Response:
     try:
         response = await _handle(runtime, request, exchange, done)
     except GuardproxyError as exc:
-        problem = exc if isinstance(exc, McpProblem) else _problem(exc)
+        problem = problem_for(exc)
         exchange.conclude(problem.status, error=problem.message)
         await done()
         return problem_response(problem, exchange)
@@ -89,19 +81,3 @@ async def _handle(runtime: Runtime, request: Request, exchange: Exchange, done: 
         return await gateway.delete(call)
     body = await read_body(request, runtime.settings.max_body_bytes)
     return await gateway.post(call, body)
-
-
-def _problem(exc: GuardproxyError) -> McpProblem:
-    if isinstance(exc, AuthenticationError):
-        return McpProblem(401, INVALID_REQUEST, str(exc))
-    if isinstance(exc, PayloadTooLarge):
-        return McpProblem(413, INVALID_REQUEST, exc.message)
-    if isinstance(exc, RequestError):
-        return McpProblem(400, INVALID_REQUEST, exc.message)
-    if isinstance(exc, ServerUnavailable):
-        return McpProblem(503, SERVER_FAILED, exc.message)
-    if isinstance(exc, UpstreamTimeout):
-        return McpProblem(504, SERVER_FAILED, exc.message)
-    if isinstance(exc, UpstreamError):
-        return McpProblem(502, SERVER_FAILED, exc.message)
-    return McpProblem(503, SERVER_FAILED, "guardproxy could not judge this message.")

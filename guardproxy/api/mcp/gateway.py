@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,11 +39,12 @@ from guardproxy.api.mcp.jsonrpc import (
 )
 from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.api.mcp.surfaces import (
-    KEPT_BY_MASKING,
     LISTINGS,
+    STRUCTURAL,
     Piece,
     Surface,
     entry_text,
+    has_lone_surrogates,
     mask_tree,
     request_surface,
     result_surface,
@@ -50,7 +53,15 @@ from guardproxy.api.mcp.surfaces import (
 )
 from guardproxy.core.actions import Action
 from guardproxy.core.conversation import Turn
-from guardproxy.errors import GuardproxyError, UpstreamError
+from guardproxy.core.fields import IDENTIFIER
+from guardproxy.errors import (
+    AuthenticationError,
+    GuardproxyError,
+    PayloadTooLarge,
+    RequestError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
@@ -60,17 +71,26 @@ from guardproxy.pipeline.flow import Route
 from guardproxy.pipeline.judging import NOT_JUDGED, STOPS, Ruling, rule
 from guardproxy.pipeline.replies import refusal_for
 from guardproxy.policy.profile import Profile
-from guardproxy.upstreams.mcp import EVENT_STREAM, SESSION_HEADER, McpReply, McpUpstream
+from guardproxy.upstreams.mcp import (
+    EVENT_STREAM,
+    SESSION_HEADER,
+    McpReply,
+    McpUpstream,
+    ServerUnavailable,
+)
 
 # What of the client's request the server sees besides the body: its session, protocol
 # version and stream resumption point. Its Authorization (the tenant key) never.
 PASSED_HEADERS = ("mcp-session-id", "mcp-protocol-version", "last-event-id")
 ACCEPT = "application/json, text/event-stream"
-CANCELLED_KEPT = 10_000  # cancelled request ids remembered, oldest forgotten first
+TOOLS_KEPT = 10_000  # tool verdicts remembered per worker, the oldest forgotten first
+LISTING_PAGES = 20  # pages of a server's tool listing the gateway reads for itself
+JSONRPC_FIELDS = ("jsonrpc", "id", "method", "params", "result", "error")
+SESSION_ID = re.compile(r"[\x21-\x7e]{1,1024}")
 JUDGED_REQUESTS = frozenset({"tools/call", "prompts/get", "completion/complete"})
 # What else a client sends a server as text: the tenant's always-on detectors mask it.
 CLIENT_TEXT = {"prompts/get": ("arguments",), "completion/complete": ("argument", "context")}
-ENTRY_KEPT = KEPT_BY_MASKING | {"name"}  # a listing entry's name is how it is called
+ENTRY_KEPT = STRUCTURAL | {"name"}  # a listing entry's name is how it is called
 
 
 @dataclass
@@ -138,17 +158,24 @@ class McpGateway:
 
     def __init__(self, servers: dict[str, McpUpstream]) -> None:
         self.servers = servers
-        self._tools: dict[tuple[str, str, str], bool] = {}  # (tenant, server, tool) -> allowed
-        # Keyed by tenant, server, session and request id: a key of one tenant cannot
-        # cancel another's request, even knowing its session.
-        self._cancelled: OrderedDict[tuple[str, ...], None] = OrderedDict()
-        # The requests this worker is answering now, by session and id (gone with the call).
+        # (tenant, server, tool) -> allowed; the oldest verdicts forgotten past TOOLS_KEPT.
+        self._tools: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
+        # The requests this worker is answering now, by tenant, server, session and id (gone
+        # with the call), so a cancellation reaches only its own tenant's call in flight.
         self._open: WeakValueDictionary[tuple[str, ...], McpCall] = WeakValueDictionary()
 
     # -- the client's POST ------------------------------------------------------------------
 
     async def post(self, call: McpCall, body: bytes) -> Response:
         message = jsonrpc.parse(body)
+        try:
+            return await self._post(call, message)
+        except McpProblem:
+            raise
+        except GuardproxyError as exc:  # answered with the request's id, so the client can
+            raise problem_for(exc, message.get("id")) from exc  # match it to its call
+
+    async def _post(self, call: McpCall, message: dict[str, Any]) -> Response:
         kind, method = jsonrpc.kind(message), message.get("method")
         call.note(method=method or "response")
         if kind == "notification" and method in JUDGED_REQUESTS:
@@ -160,21 +187,27 @@ class McpGateway:
             refused = await self._tool_call(call, message)
             if refused is not None:
                 return await self._answer(call, refused)
-            body = json.dumps(message, ensure_ascii=False).encode()
         elif kind == "request" and method in CLIENT_TEXT:
             # Text the client sends a server for no model to read: masked, not judged.
             params = message.get("params", {})
             types = call.route.masker.always
             masked = {
-                key: self._masked(call, params[key], types, "input", ENTRY_KEPT)
+                key: self._masked(call, params[key], types, "input", free=True)
                 for key in CLIENT_TEXT[method]
                 if key in params
             }
             if masked:
                 message["params"] = params | masked
-                body = json.dumps(message, ensure_ascii=False).encode()
+        elif kind == "response" and "result" in message:
+            # The client's answer to the server's request (an elicitation's form, a sampling
+            # result): not judged, as no model reads it through the gateway, but masked.
+            types = call.route.masker.always
+            message["result"] = self._masked(call, message["result"], types, "input", free=True)
         elif kind == "notification" and method == "notifications/cancelled":
             self._cancel(call, message.get("params", {}).get("requestId"))
+        # Always the message as parsed and judged, never the client's bytes: a server whose
+        # parser reads a duplicated key differently must not see another message.
+        body = json.dumps(message, ensure_ascii=False).encode()
         reply = await call.send("POST", self._headers(call), body)
         return await self._relay(call, reply, message if kind == "request" else None)
 
@@ -188,9 +221,11 @@ class McpGateway:
         call.note(method="DELETE")
         reply = await call.send("DELETE", self._headers(call))
         await reply.aclose()
-        call.conclude(reply.status)
+        status = reply.status if reply.status < 500 else 502
+        headers = _session_headers(call, reply)  # the reply is closed: raising leaks nothing
+        call.conclude(status)
         await call.done()
-        return Response(status_code=reply.status, headers=_session_headers(call, reply))
+        return Response(status_code=status, headers=headers)
 
     # -- tools/call -------------------------------------------------------------------------
 
@@ -204,7 +239,7 @@ class McpGateway:
             return self._blocked(call, message["id"], tool_result=True)
         arguments = params.get("arguments") or {}
         ruling = await self._judge_outbound(call, "\n".join(strings(arguments)))
-        carried = self._carry(call, ruling, arguments, "input")
+        carried = self._carry(call, ruling, arguments, "input", free=True)
         if carried is None:
             return self._blocked(call, message["id"], tool_result=True, ruling=ruling)
         if arguments:
@@ -213,38 +248,53 @@ class McpGateway:
 
     async def _tool_allowed(self, call: McpCall, name: str) -> bool:
         """A tool this tenant's listings judged, or, when none did here (another worker
-        served the listing), the server's listing fetched and judged now."""
+        served the listing), the server's listing fetched and judged now. A tool the
+        listing does not hold is refused: its description was never judged."""
         key = (call.route.tenant.tenant, call.server.name, name)
-        if key not in self._tools:
-            await self._refresh_tools(call)
-        return self._tools.get(key, True)  # a tool the server does not list: its error says so
+        if key not in self._tools and await self._refresh_tools(call):
+            self._remember(key, self._tools.get(key, False))
+        return self._tools.get(key, False)
 
-    async def _refresh_tools(self, call: McpCall) -> None:
+    def _remember(self, key: tuple[str, str, str], allowed: bool) -> None:
+        self._tools[key] = allowed
+        self._tools.move_to_end(key)
+        while len(self._tools) > TOOLS_KEPT:
+            self._tools.popitem(last=False)
+
+    async def _refresh_tools(self, call: McpCall) -> bool:
+        """The server's whole listing judged; False when it could not be read whole."""
         cursor: str | None = None
-        for page in range(100):  # a server paging without end is not followed for ever
+        for _ in range(LISTING_PAGES):  # a server paging without end is not followed for ever
             params = {"cursor": cursor} if cursor else {}
             request = {
                 "jsonrpc": "2.0",
-                "id": f"guardproxy-tools-{page}",
+                # Not recognisable as the gateway's own: a server must not be able to answer
+                # it differently from the client's listing.
+                "id": uuid.uuid4().hex,
                 "method": "tools/list",
                 "params": params,
             }
             reply = await call.send("POST", self._headers(call), json.dumps(request).encode())
             answer = await _first_answer(reply)
             listed = answer.get("result") if answer else None
-            if not isinstance(listed, dict):
-                return
+            if not isinstance(listed, dict) or not isinstance(listed.get("tools"), list):
+                return False
             await self._listing(call, "tools/list", listed, record=False)
             cursor = listed.get("nextCursor")
             if not isinstance(cursor, str):
-                return
+                return True
+        return False
 
     # -- the server's answers ---------------------------------------------------------------
 
     async def _relay(
         self, call: McpCall, reply: McpReply, request: dict[str, Any] | None
     ) -> Response:
-        headers = _session_headers(call, reply) | own_headers(call.exchange)
+        try:
+            headers = _session_headers(call, reply) | own_headers(call.exchange)
+        except UpstreamError:
+            await reply.aclose()
+            raise
         if not 200 <= reply.status < 300:
             await reply.aclose()
             status = reply.status if reply.status < 500 else 502
@@ -276,6 +326,11 @@ class McpGateway:
             return await self._answer(
                 call, jsonrpc.error(_id(request), SERVER_FAILED, message), status, headers
             )
+        if judged is None and request is not None:  # the answer itself was withheld
+            message = "The MCP server's answer was withheld: it is not JSON-RPC."
+            return await self._answer(
+                call, jsonrpc.error(request["id"], SERVER_FAILED, message), 502, headers
+            )
         if judged is None:
             call.conclude(202)
             await call.done()
@@ -291,10 +346,19 @@ class McpGateway:
                 answer = _message(event.data.encode()) if event.data is not None else None
                 if answer is None:
                     continue  # keep-alives, comments and anything else that is not JSON-RPC
-                answered = answered or _answers(answer, request)
                 judged = await self._judge_message(call, answer, request)
-                if judged is not None:
-                    yield _event(judged, event.id)
+                if judged is None and not _answers(answer, request):
+                    continue  # withheld: a request answered for the client, or not JSON-RPC
+                if judged is None:
+                    withheld = "The MCP server's answer was withheld: it is not JSON-RPC."
+                    judged = jsonrpc.error(_id(request), SERVER_FAILED, withheld)
+                yield _event(judged, event.id if _identifier(event.id) else None)
+                if _answers(answer, request):
+                    answered = True
+                    break  # the stream of a request ends with its answer
+            if request is not None and not answered:
+                ended = "The MCP server ended its answer without answering."
+                yield _event(jsonrpc.error(request["id"], SERVER_FAILED, ended), None)
         except GuardproxyError as exc:  # the server failed, or its message cannot be judged
             status, message = _withheld(call, exc)
             if request is not None and not answered:
@@ -305,10 +369,13 @@ class McpGateway:
             await call.done()
 
     async def _judge_message(
-        self, call: McpCall, message: dict[str, Any], request: dict[str, Any] | None
+        self, call: McpCall, received: dict[str, Any], request: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        """The server's message as the client may receive it, or None to withhold it."""
-        if jsonrpc.invalid(message) is not None:
+        """The server's message as the client may receive it, or None to withhold it. Only
+        JSON-RPC's own fields are relayed, and an id or method name only while it is
+        identifier-shaped: any other text of the message is judged, or it does not pass."""
+        message = _rebuilt(received)
+        if message is None:
             call.exchange.notes.append("a message that is not JSON-RPC was withheld")
             return None
         kind = jsonrpc.kind(message)
@@ -321,7 +388,7 @@ class McpGateway:
             ruling = await self._judge_inbound(call, found)
             carried: dict[str, Any] | None = self._carry(call, ruling, message, "output")
             return carried
-        if call.request_key(message["id"]) in self._cancelled:
+        if call.cancelled.is_set() and request is not None and _answers(message, request):
             return jsonrpc.error(message["id"], CANCELLED, "The request was cancelled.")
         if "error" in message:
             ruling = await self._judge_inbound(call, surface(message["error"], "error"))
@@ -353,16 +420,15 @@ class McpGateway:
         self, call: McpCall, method: str, message: dict[str, Any]
     ) -> dict[str, Any] | None:
         result = message["result"]
-        if method in LISTINGS:
+        if method in LISTINGS and isinstance(result.get(LISTINGS[method]), list):
             message["result"] = await self._listing(call, method, result)
             return message
         ruling = await self._judge_inbound(call, result_surface(method, result))
         if ruling.action in STOPS and method == "initialize":
-            result.pop("instructions", None)  # the session goes on without them
-            info = result.get("serverInfo")
-            if isinstance(info, dict):
-                result["serverInfo"] = {k: info[k] for k in ("name", "version") if k in info}
-            call.exchange.notes.append("the server's instructions were withheld")
+            # The session goes on, on the protocol's own values: every text of the result
+            # (instructions, the server's description, experimental capabilities) withheld.
+            message["result"] = _bare_initialize(result)
+            call.exchange.notes.append("the server's instructions and descriptions were withheld")
             return message
         carried = self._carry(call, ruling, result, "output")
         if carried is None:
@@ -373,36 +439,58 @@ class McpGateway:
     async def _listing(
         self, call: McpCall, method: str, result: dict[str, Any], record: bool = True
     ) -> dict[str, Any]:
-        """Each entry judged on its own: an unsafe one is removed, the rest kept as sent.
+        """Each entry judged on its own: an unsafe one is removed, the rest kept as sent. Past
+        the tenant's `max_guard_calls`, neighbouring entries are judged together, and an
+        unsafe group is removed whole. The rest of the result is judged as one.
         `record`: the listing is the client's answer (not one the gateway asked for itself)."""
         key = LISTINGS[method]
-        entries = result.get(key)
-        if not isinstance(entries, list):
-            return result
+        entries: list[Any] = result[key]
         names = [_entry_name(entry, index) for index, entry in enumerate(entries)]
-        labels = [f"{key}[{name}]" for name in names]
-        rulings = await asyncio.gather(
+        size = max(-(-len(entries) // call.route.tenant.input.max_guard_calls), 1)  # a check
+        groups = [
+            range(start, min(start + size, len(entries))) for start in range(0, len(entries), size)
+        ]
+        rest = {k: v for k, v in result.items() if k != key}
+        judged = await asyncio.gather(
+            self._judge_inbound(call, result_surface(method, rest)),
             *(
-                self._judge_inbound(call, Surface([Piece(label, entry_text(key, entry))]))
-                for label, entry in zip(labels, entries, strict=True)
-            )
+                self._judge_inbound(
+                    call,
+                    Surface(
+                        [Piece(f"{key}[{names[i]}]", entry_text(key, entries[i])) for i in group]
+                    ),
+                )
+                for group in groups
+            ),
         )
         kept: list[Any] = []
         removed: list[str] = []
         masker = call.route.masker
-        for entry, ruling, name in zip(entries, rulings, names, strict=True):
+        for group, ruling in zip(groups, judged[1:], strict=True):
             allowed = self._decided(call, ruling, "output") not in STOPS
-            if key == "tools" and isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                self._tools[(call.route.tenant.tenant, call.server.name, entry["name"])] = allowed
-            if allowed:  # its name stays: it is what the client calls the entry by
-                types = ruling.redact if ruling.action is Action.REDACT else masker.always
-                kept.append(self._masked(call, entry, types, "output", ENTRY_KEPT))
-            else:
-                removed.append(name)
+            types = ruling.redact if ruling.action is Action.REDACT else masker.always
+            for index in group:
+                entry = entries[index]
+                if (
+                    key == "tools"
+                    and isinstance(entry, dict)
+                    and isinstance(entry.get("name"), str)
+                ):
+                    self._remember(
+                        (call.route.tenant.tenant, call.server.name, entry["name"]), allowed
+                    )
+                if allowed:  # its name stays: it is what the client calls the entry by
+                    kept.append(self._masked(call, entry, types, "output", ENTRY_KEPT))
+                else:
+                    removed.append(names[index])
         if removed and record:
             call.note(removed=removed)
             call.exchange.action = "block"
-        return result | {key: kept}
+        carried: dict[str, Any] | None = self._carry(call, judged[0], rest, "output")
+        if carried is None:  # the listing's own text (a note beside the entries) withheld
+            cursor = rest.get("nextCursor")
+            carried = {"nextCursor": cursor} if _identifier(cursor) else {}
+        return carried | {key: kept}
 
     async def _server_request(
         self, call: McpCall, message: dict[str, Any]
@@ -479,7 +567,9 @@ class McpGateway:
             exchange.flag(direction)
         return ruling.action
 
-    def _carry(self, call: McpCall, ruling: Ruling, value: Any, direction: str) -> Any:
+    def _carry(
+        self, call: McpCall, ruling: Ruling, value: Any, direction: str, free: bool = False
+    ) -> Any:
         """`value` as the ruling lets it through (masked), or None when it stops here. The
         tenant's always-on detectors mask every judged string, whatever the verdict."""
         action = self._decided(call, ruling, direction)
@@ -487,7 +577,7 @@ class McpGateway:
             call.exchange.action = "fail" if action is Action.FAIL else "block"
             return None
         types = ruling.redact if action is Action.REDACT else call.route.masker.always
-        return self._masked(call, value, types, direction)
+        return self._masked(call, value, types, direction, free=free)
 
     def _masked(
         self,
@@ -495,13 +585,15 @@ class McpGateway:
         value: Any,
         types: frozenset[str],
         direction: str,
-        keep: frozenset[str] = KEPT_BY_MASKING,
+        keep: frozenset[str] = STRUCTURAL,
+        free: bool = False,
     ) -> Any:
-        """`value` with the detectors `types` run on its strings, the masks counted."""
+        """`value` with the detectors `types` run on its strings, the masks counted; `free`:
+        free-form data (a tool's arguments), where no value is structural."""
         if not types:
             return value
         counting = call.route.masker.counting(call.exchange.tally(direction))
-        masked, count = mask_tree(value, lambda text: counting.mask(text, types), keep)
+        masked, count = mask_tree(value, lambda text: counting.mask(text, types), keep, free)
         if count:
             redacted = call.exchange.redacted
             redacted[direction] = redacted.get(direction, 0) + count
@@ -532,8 +624,11 @@ class McpGateway:
         headers: dict[str, str] | None = None,
     ) -> Response:
         call.conclude(status)
-        await call.done()
-        return JSONResponse(message, status, headers=(headers or {}) | own_headers(call.exchange))
+        response = JSONResponse(
+            message, status, headers=(headers or {}) | own_headers(call.exchange)
+        )
+        await call.done()  # once the answer exists: a failure to build it is recorded as such
+        return response
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -546,13 +641,11 @@ class McpGateway:
             del self._tools[key]
 
     def _cancel(self, call: McpCall, request_id: Any) -> None:
+        """Only a call in flight is cancelled, and nothing is remembered after it: a later
+        request reusing the id is a new request."""
         if request_id is None:
             return
-        key = call.request_key(request_id)
-        self._cancelled[key] = None
-        while len(self._cancelled) > CANCELLED_KEPT:
-            self._cancelled.popitem(last=False)
-        cancelled = self._open.get(key)
+        cancelled = self._open.get(call.request_key(request_id))
         if cancelled is not None:
             cancelled.cancelled.set()
 
@@ -565,9 +658,67 @@ def passed_headers(headers: Any, seal: SessionSeal) -> dict[str, str]:
     return passed
 
 
+def problem_for(exc: GuardproxyError, id: Any = None) -> McpProblem:
+    """The HTTP status and JSON-RPC error a failure is answered with, carrying the request's
+    id where there is one."""
+    if isinstance(exc, McpProblem):
+        return exc if id is None else McpProblem(exc.status, exc.code, exc.message, id)
+    if isinstance(exc, AuthenticationError):
+        return McpProblem(401, INVALID_REQUEST, str(exc), id)
+    if isinstance(exc, PayloadTooLarge):
+        return McpProblem(413, INVALID_REQUEST, exc.message, id)
+    if isinstance(exc, RequestError):
+        return McpProblem(400, INVALID_REQUEST, exc.message, id)
+    if isinstance(exc, ServerUnavailable):
+        return McpProblem(503, SERVER_FAILED, exc.message, id)
+    if isinstance(exc, UpstreamTimeout):
+        return McpProblem(504, SERVER_FAILED, exc.message, id)
+    if isinstance(exc, UpstreamError):
+        return McpProblem(502, SERVER_FAILED, exc.message, id)
+    return McpProblem(503, SERVER_FAILED, "guardproxy could not judge this message.", id)
+
+
 def problem_response(problem: McpProblem, exchange: Exchange) -> Response:
     body = jsonrpc.error(problem.id, problem.code, problem.message)
     return JSONResponse(body, problem.status, headers=own_headers(exchange))
+
+
+def _rebuilt(message: dict[str, Any]) -> dict[str, Any] | None:
+    """`message` with JSON-RPC's fields alone, or None when it is not JSON-RPC, carries text
+    that is not text, or names itself with words rather than an identifier."""
+    if jsonrpc.invalid(message) is not None or has_lone_surrogates(message):
+        return None
+    for key in ("id", "method"):
+        if key in message and isinstance(message[key], str) and not _identifier(message[key]):
+            return None
+    return {key: message[key] for key in JSONRPC_FIELDS if key in message}
+
+
+def _identifier(value: Any) -> bool:
+    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
+
+
+def _bare_initialize(result: dict[str, Any]) -> dict[str, Any]:
+    """An initialize result with no text: the protocol version, the capabilities' flags and
+    the server's identifier-shaped name and version."""
+    bare: dict[str, Any] = {"capabilities": _flags(result.get("capabilities", {}))}
+    if _identifier(result.get("protocolVersion")):
+        bare["protocolVersion"] = result["protocolVersion"]
+    info = result.get("serverInfo")
+    if isinstance(info, dict):
+        bare["serverInfo"] = {k: info[k] for k in ("name", "version") if _identifier(info.get(k))}
+    return bare
+
+
+def _flags(value: Any) -> Any:
+    """Nested objects of booleans and numbers, as capabilities are; strings dropped."""
+    if isinstance(value, dict):
+        return {
+            k: _flags(v)
+            for k, v in value.items()
+            if _identifier(k) and not isinstance(v, str | list)
+        }
+    return value
 
 
 def own_headers(exchange: Exchange) -> dict[str, str]:
@@ -589,7 +740,12 @@ def _withheld(call: McpCall, exc: GuardproxyError) -> tuple[int, str]:
 
 
 def _session_headers(call: McpCall, reply: McpReply) -> dict[str, str]:
-    return {SESSION_HEADER: call.seal.seal(reply.session_id)} if reply.session_id else {}
+    session = reply.session_id
+    if not session:
+        return {}
+    if not SESSION_ID.fullmatch(session):  # the protocol's visible ASCII, 0x21 to 0x7E
+        raise UpstreamError("The MCP server sent a session id the protocol does not allow.")
+    return {SESSION_HEADER: call.seal.seal(session)}
 
 
 def _message(body: bytes) -> dict[str, Any] | None:

@@ -36,7 +36,7 @@ def parse(body: bytes) -> dict[str, Any]:
         raise McpProblem(400, PARSE_ERROR, f"Parse error: the body is not JSON ({exc}).") from exc
     if isinstance(message, list):
         raise McpProblem(400, INVALID_REQUEST, "Batches are not supported; send one message.")
-    problem = invalid(message)
+    problem = invalid(message) or _not_text(message)
     if problem:
         id = message.get("id") if isinstance(message, dict) else None
         raise McpProblem(400, INVALID_REQUEST, f"Invalid Request: {problem}.", _id_or_none(id))
@@ -61,6 +61,15 @@ def invalid(message: Any) -> str | None:
         return "'result' must be an object"
     if "error" in message and not isinstance(message["error"], dict):
         return "'error' must be an object"
+    return None
+
+
+def _not_text(message: Any) -> str | None:
+    """Text that is not text (a lone surrogate escape): no guard judges it, no UTF-8 holds it."""
+    try:
+        json.dumps(message, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return "a string holds a lone surrogate, which is not text"
     return None
 
 

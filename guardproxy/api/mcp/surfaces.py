@@ -7,22 +7,49 @@ so the JSON stays valid and each string keeps its type.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from guardproxy.core.fields import IDENTIFIER
 
-# Values that are protocol structure, never text a model reads as instructions.
+# Protocol values: passed over while identifier-shaped (`"type": "text"`, `"id": 7`), judged
+# when they are not, so no one can hide words under them.
 STRUCTURAL = frozenset(
     {
         "jsonrpc", "id", "method", "type", "mimeType", "progressToken", "requestId", "level",
-        "protocolVersion", "cursor", "nextCursor", "blob", "_meta",
+        "protocolVersion", "cursor", "nextCursor", "$schema", "format", "uriTemplate",
     }
 )  # fmt: skip
-SCHEMAS = ("inputSchema", "outputSchema")
-KEPT_BY_MASKING = STRUCTURAL | {"uri"}  # a resource's identity, judged but never rewritten
+# Free-form data (a tool's arguments and structured output, metadata): inside it no value is
+# structural, for masking as for judging.
+FREE_FORM = frozenset({"arguments", "structuredContent", "_meta", "metadata", "context"})
+# The field names of MCP's messages and of JSON Schema. Any other key is text a model reads
+# (a schema's property name, a key in a tool's structured output) and is judged with the values.
+KNOWN_KEYS = STRUCTURAL | frozenset(
+    {
+        "params", "result", "error", "code", "message", "data", "content", "text", "image",
+        "audio", "resource", "resource_link", "uri", "name", "title", "description", "blob",
+        "structuredContent", "isError", "_meta", "annotations", "audience", "priority",
+        "lastModified", "tools", "inputSchema", "outputSchema", "resources",
+        "resourceTemplates", "prompts", "arguments", "required", "messages", "role",
+        "contents", "progress", "total", "reason", "logger", "instructions", "serverInfo",
+        "capabilities", "version", "experimental", "logging", "completions", "listChanged",
+        "subscribe", "sampling", "roots", "elicitation", "modelPreferences", "hints",
+        "costPriority", "speedPriority", "intelligencePriority", "systemPrompt",
+        "includeContext", "temperature", "maxTokens", "stopSequences", "metadata", "model",
+        "stopReason", "requestedSchema", "action", "size", "icons", "src", "sizes", "theme",
+        "readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint", "websiteUrl",
+        "ref", "argument", "value", "values", "hasMore", "completion", "properties", "items",
+        "enum", "const", "default", "examples", "pattern", "$ref", "$defs", "definitions",
+        "additionalProperties", "anyOf", "oneOf", "allOf", "not", "minimum", "maximum",
+        "minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "nullable",
+    }
+)  # fmt: skip
 MEDIA = frozenset({"image", "audio"})
+# A schema's maps whose keys are names (of properties, of definitions): text, always.
+NAMED = frozenset({"properties", "$defs", "definitions", "patternProperties"})
 # A listing's entries: one judged apart, so an unsafe entry is removed and the rest kept.
 LISTINGS = {
     "tools/list": "tools",
@@ -64,7 +91,7 @@ class Surface:
 def surface(value: Any, label: str) -> Surface:
     """Every judged string under `value` (a piece per string), media images with them."""
     found = Surface()
-    for path, leaf in _leaves(value, label):
+    for path, leaf in _leaves(value, label, False):
         found.pieces.append(Piece(path, leaf))
     for path, block in _media(value, label):
         if block.get("type") == "image" and isinstance(block.get("data"), str):
@@ -88,34 +115,29 @@ def request_surface(method: str, params: dict[str, Any]) -> Surface:
 
 
 def entry_text(key: str, entry: Any) -> str:
-    """A listing entry as one text: for a tool its name, title and description, then its
-    schemas' property names and every string in them (descriptions, enums, defaults)."""
-    if not isinstance(entry, dict):
-        return str(entry)
-    if key != "tools":
-        return "\n".join(text for _, text in _leaves(entry, ""))
-    head = [str(entry.get(k, "")) for k in ("name", "title", "description") if entry.get(k)]
-    schemas = [entry.get(k) for k in SCHEMAS if entry.get(k)]
-    rest = {k: v for k, v in entry.items() if k not in ("name", "title", "description", *SCHEMAS)}
-    texts = [*(t for schema in schemas for t in _schema_texts(schema)), *strings(rest)]
-    return "\n".join([*head, *texts])
+    """A listing entry as one text: every string in it (for a tool its name, title and
+    description, then its schemas' descriptions, enums and defaults) and every key no
+    protocol or schema names (a schema's property names: a name is read as an instruction)."""
+    return "\n".join(strings(entry)) if isinstance(entry, dict) else str(entry)
 
 
-def mask_tree(value: Any, mask: Any, keep: frozenset[str] = KEPT_BY_MASKING) -> tuple[Any, int]:
-    """`value` with every maskable string passed through `mask(text) -> (text, count)`;
-    the values of `keep` keys, and media data, as they are."""
+def mask_tree(
+    value: Any, mask: Any, keep: frozenset[str] = STRUCTURAL, free: bool = False
+) -> tuple[Any, int]:
+    """`value` with every string passed through `mask(text) -> (text, count)`, except media
+    data and the identifier-shaped values of `keep` keys outside free-form data (`free`)."""
     if isinstance(value, str):
         masked: tuple[Any, int] = mask(value)
         return masked
     if isinstance(value, list):
-        items = [mask_tree(item, mask, keep) for item in value]
+        items = [mask_tree(item, mask, keep, free) for item in value]
         return [item for item, _ in items], sum(count for _, count in items)
     if isinstance(value, dict):
         media = value.get("type") in MEDIA
         pairs = {
             key: (item, 0)
-            if key in keep or (media and key == "data")
-            else mask_tree(item, mask, keep)
+            if (media and key in ("data", "blob")) or (not free and _kept(key, item, keep))
+            else mask_tree(item, mask, keep, free or key in FREE_FORM)
             for key, item in value.items()
         }
         return {key: item for key, (item, _) in pairs.items()}, sum(c for _, c in pairs.values())
@@ -124,40 +146,51 @@ def mask_tree(value: Any, mask: Any, keep: frozenset[str] = KEPT_BY_MASKING) -> 
 
 def strings(value: Any) -> list[str]:
     """The judged strings under `value`, in order."""
-    return [text for _, text in _leaves(value, "")]
+    return [text for _, text in _leaves(value, "", False)]
 
 
-def _leaves(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every string a reader could take for words. A structural key's value is skipped only
-    while it is identifier-shaped, and a key that is not identifier-shaped is text itself: a
-    server cannot hide words under `id` or `type`, or in a key, in a result or its arguments."""
+def has_lone_surrogates(value: Any) -> bool:
+    """Text that is not text (a `\\ud800` escape): no guard can judge it, no UTF-8 carries it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _leaves(value: Any, path: str, free: bool, names: bool = False) -> Iterator[tuple[str, str]]:
+    """Every string a reader could take for words: values, and keys no protocol or schema
+    names. A structural value is passed over only while identifier-shaped and outside
+    free-form data, so no one can hide words under `id` or `type`, or in a key."""
     if isinstance(value, str):
         if value.strip():
             yield path, value
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _leaves(item, f"{path}[{index}]")
+            yield from _leaves(item, f"{path}[{index}]", free)
     elif isinstance(value, dict):
         media = value.get("type") in MEDIA
         for key, item in value.items():
             where = f"{path}.{key}" if path else str(key)
-            if not IDENTIFIER.fullmatch(str(key)):
+            if free or names or key not in KNOWN_KEYS:
                 yield where, str(key)
-            if (media and key == "data") or key == "blob" or _structural(key, item):
-                continue  # media is judged as media, or listed as unjudged
-            yield from _leaves(item, where)
+            if (media and key == "data") or key == "blob":
+                continue  # judged as media, or listed as unjudged
+            if not free and _kept(key, item, STRUCTURAL):
+                continue
+            yield from _leaves(item, where, free or key in FREE_FORM, key in NAMED)
 
 
-def _structural(key: str, value: Any) -> bool:
-    if key not in STRUCTURAL:
+def _kept(key: str, value: Any, keep: frozenset[str]) -> bool:
+    """A protocol value under one of `keep`: a number or flag, or an identifier-shaped string."""
+    if key not in keep or isinstance(value, list | dict):
         return False
-    return not isinstance(value, str | list | dict) or (
-        isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
-    )
+    return not isinstance(value, str) or IDENTIFIER.fullmatch(value) is not None
 
 
 def _media(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Media blocks (image, audio) and binary resources (`blob`), which no text covers."""
+    """Media blocks (image, audio) and binary resources (`blob`) wherever they sit, `_meta`
+    and protocol keys included: no text covers them."""
     if isinstance(value, list):
         for index, item in enumerate(value):
             yield from _media(item, f"{path}[{index}]")
@@ -166,21 +199,4 @@ def _media(value: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
             yield path, value
             return
         for key, item in value.items():
-            if key not in STRUCTURAL:
-                yield from _media(item, f"{path}.{key}" if path else key)
-
-
-def _schema_texts(schema: Any) -> Iterator[str]:
-    """A JSON schema's strings and its property names (a name is read as an instruction too)."""
-    if isinstance(schema, dict):
-        properties = schema.get("properties")
-        if isinstance(properties, dict):
-            yield from (str(name) for name in properties)
-        for key, item in schema.items():
-            if key not in ("type", "$schema", "format"):
-                yield from _schema_texts(item)
-    elif isinstance(schema, list):
-        for item in schema:
-            yield from _schema_texts(item)
-    elif isinstance(schema, str) and schema.strip():
-        yield schema
+            yield from _media(item, f"{path}.{key}" if path else key)
