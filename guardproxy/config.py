@@ -238,6 +238,9 @@ class McpServerSettings(Frozen):
     # requests to the server for `breaker_open_s`; then one request probes it.
     breaker_failures: int = Field(default=5, ge=1)
     breaker_open_s: float = Field(default=30.0, gt=0)
+    # The server's own GET streams a worker keeps open at once, all tenants together; past
+    # it a GET is answered 429 (they may idle for as long as the client keeps them).
+    max_streams: int = Field(default=64, ge=1)
 
     @field_validator("headers")
     @classmethod

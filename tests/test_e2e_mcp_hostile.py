@@ -5,15 +5,17 @@ too long to judge entry by entry. What the client receives is judged, structural
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.conftest import Proxy, ProxyFactory
@@ -29,6 +31,7 @@ class Hostile:
     bodies: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     received: list[dict[str, Any]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)  # ends its GET streams
 
     def answer(self, method: str, result: Any, **extra: Any) -> None:
         """`result` for `method`, with top-level fields of the server's own beside it."""
@@ -46,14 +49,29 @@ def create_server(state: Hostile) -> Starlette:
         body = body.replace('"id": 1,', f'"id": {json.dumps(message["id"])},', 1)
         return Response(body, media_type="application/json", headers=state.headers)
 
-    return Starlette(routes=[Route("/mcp", mcp, methods=["POST", "DELETE"])])
+    async def stream(request: Request) -> Response:
+        async def events() -> AsyncIterator[bytes]:
+            yield b": open\n\n"
+            await anyio.to_thread.run_sync(state.release.wait)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/mcp", mcp, methods=["POST", "DELETE"]),
+            Route("/mcp", stream, methods=["GET"]),
+        ]
+    )
 
 
 @pytest.fixture
 def hostile() -> Iterator[tuple[Hostile, str]]:
     state = Hostile()
     with run_in_thread(create_server(state)) as url:
-        yield state, f"{url}/mcp"
+        try:
+            yield state, f"{url}/mcp"
+        finally:
+            state.release.set()
 
 
 def start(start_proxy: ProxyFactory, url: str, **tenant: Any) -> Proxy:
@@ -171,3 +189,26 @@ def test_a_cancellation_of_nothing_in_flight_leaves_a_later_request_alone(
     notice = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}
     assert post(proxy, "", raw=json.dumps(notice).encode()).status_code == 202
     assert post(proxy, "ping").json() == {"jsonrpc": "2.0", "id": 1, "result": {}}
+
+
+def test_a_servers_open_streams_are_capped_and_counted_back_when_they_end(
+    start_proxy: ProxyFactory, hostile: tuple[Hostile, str]
+) -> None:
+    state, url = hostile
+    proxy = start_proxy(
+        config_extra={"mcp_servers": {"h": {"url": url, "max_streams": 1}}},
+        mcp={"servers": ["h"]},
+    )
+    headers = {"authorization": f"Bearer {proxy.key}"}
+    with httpx.Client(base_url=proxy.url, headers=headers, timeout=10) as http:
+        with http.stream("GET", "/mcp/h") as first:
+            assert first.status_code == 200
+            refused = http.get("/mcp/h")
+            assert (refused.status_code, refused.json()["error"]["code"]) == (429, -32011)
+            state.release.set()  # the server ends its stream; the gateway counts it back
+            first.read()
+        state.release.clear()
+        proxy.record(2)  # the first stream's record: written once it has ended
+        with http.stream("GET", "/mcp/h") as again:
+            assert again.status_code == 200
+            state.release.set()

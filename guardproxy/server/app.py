@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 # Guards and upstreams get separate pools so long LLM streams never starve guard calls.
 GUARD_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=128)
 UPSTREAM_LIMITS = httpx.Limits(max_connections=2048, max_keepalive_connections=256)
+# MCP servers have a pool of their own: clients' long-lived GET streams must never take the
+# connections the upstream LLMs need.
+MCP_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=128)
 
 
 def create_app(
@@ -93,6 +96,7 @@ def create_app(
             running(engines),
             http_client(kind, GUARD_LIMITS, transport) as guard_client,
             http_client(kind, UPSTREAM_LIMITS, transport) as upstream_client,
+            http_client(kind, MCP_LIMITS, transport) as mcp_client,
             fetcher or ImageFetcher() as image_fetcher,
         ):
             metrics = Metrics(metrics_dir)
@@ -104,7 +108,7 @@ def create_app(
                 observer=metrics.sink("jsonl"),
             )
             sink = _sinks(trail, store)
-            clients = (guard_client, upstream_client, image_fetcher)
+            clients = (guard_client, upstream_client, mcp_client, image_fetcher)
             cache = build_cache(settings.cache)
             tracing = build_tracing(settings.tracing, tracer_provider)
             observed = (metrics, tracing)
@@ -179,6 +183,7 @@ def _runtime(
     observed: tuple[Metrics, Tracing],
     guard_client: httpx.AsyncClient,
     upstream_client: httpx.AsyncClient,
+    mcp_client: httpx.AsyncClient,
     fetcher: ImageFetcher,
 ) -> Runtime:
     metrics, tracing = observed
@@ -192,8 +197,7 @@ def _runtime(
     }
     routes = build_routes(policies, guards, upstreams, tracing)
     servers = {
-        name: McpUpstream(name, server, upstream_client)
-        for name, server in settings.mcp_servers.items()
+        name: McpUpstream(name, server, mcp_client) for name, server in settings.mcp_servers.items()
     }
     return Runtime(
         settings, policies, guards, upstreams, routes, audit, guard_client, fetcher, metrics,

@@ -113,6 +113,7 @@ class McpUpstream:
     def __init__(self, name: str, settings: McpServerSettings, client: httpx.AsyncClient) -> None:
         self.name, self.settings, self.client = name, settings, client
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_open_s)
+        self.streams = 0  # the server's GET streams open in this worker
 
     async def send(
         self, method: str, headers: dict[str, str], body: bytes | None = None, stream: bool = False

@@ -108,6 +108,12 @@ class McpCall:
     judged_in: list[CheckResult] = field(default_factory=list)
     judged_out: list[CheckResult] = field(default_factory=list)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)  # by the client
+    on_end: Callable[[], None] | None = None  # run once when its answer has ended
+
+    def ended(self) -> None:
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end()
 
     @property
     def session(self) -> str:
@@ -212,10 +218,24 @@ class McpGateway:
         return await self._relay(call, reply, message if kind == "request" else None)
 
     async def get(self, call: McpCall) -> Response:
-        """The server's own stream: requests and notifications, each judged."""
+        """The server's own stream: requests and notifications, each judged. At most
+        `max_streams` of a server at once in this worker."""
         call.note(method="GET")
-        reply = await call.send("GET", self._headers(call), stream=True)
-        return await self._relay(call, reply, None)
+        server = call.server
+        if server.streams >= server.settings.max_streams:
+            message = f"{server.streams} streams of this MCP server are open; try again later."
+            raise McpProblem(429, SERVER_FAILED, message)
+        server.streams += 1
+        call.on_end = lambda: setattr(server, "streams", server.streams - 1)
+        try:
+            reply = await call.send("GET", self._headers(call), stream=True)
+            response = await self._relay(call, reply, None)
+        except BaseException:
+            call.ended()
+            raise
+        if not isinstance(response, StreamingResponse):
+            call.ended()
+        return response
 
     async def delete(self, call: McpCall) -> Response:
         call.note(method="DELETE")
@@ -365,6 +385,7 @@ class McpGateway:
                 yield _event(jsonrpc.error(request["id"], SERVER_FAILED, message), None)
         finally:
             await reply.aclose()
+            call.ended()  # before the record: whoever reads it sees the stream counted back
             call.conclude(status)
             await call.done()
 
