@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from guardproxy.api.mcp.gateway import McpCall, passed_headers, problem_for, problem_response
+from guardproxy.api.mcp.call import McpCall, passed_headers, problem_for, problem_response
 from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, McpProblem
 from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.errors import GuardproxyError
