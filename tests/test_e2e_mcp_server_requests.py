@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import ProxyFactory
+from tests.admin.conftest import wait_for_trail
+from tests.conftest import OPS_KEY, ProxyFactory
 from tests.fakes.server import run_in_thread
 from tests.observe.test_metrics import scrape, total
 
@@ -366,3 +368,21 @@ def test_a_session_is_sealed_to_the_key_that_opened_it(
     assert send(proxy.key, SESSION).status_code == 404  # the server's own id, unsealed
     assert send(proxy.key, f"{SESSION}.{'0' * 32}").status_code == 404
     assert len(state.received) == received  # none of those reached the server
+
+
+def test_reviewers_find_mcp_decisions_under_their_api(
+    start_proxy: ProxyFactory, server: tuple[FakeServer, str], tmp_path: Path
+) -> None:
+    _, url = server
+    audit = {"path": "-", "database": f"sqlite:///{tmp_path / 'audit.db'}"}
+    proxy = start_proxy(
+        config_extra={"mcp_servers": {"fake": {"url": url}}, "audit": audit},
+        mcp={"servers": ["fake"]},
+    )
+    call_tool(proxy.url, proxy.key)
+    wait_for_trail(proxy.url, 1, OPS_KEY)
+    with proxy.ops() as http:
+        found = http.get("/admin/api/decisions", params={"api": "mcp"}).json()
+        page = http.get("/admin/").text
+    assert [d["api"] for d in found["data"]] == ["mcp"]
+    assert '<option value="mcp"' in page

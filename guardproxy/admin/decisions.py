@@ -18,7 +18,7 @@ from guardproxy.admin.chart import block_chart, traffic_chart
 from guardproxy.admin.export import FORMATS, MEDIA_TYPES
 from guardproxy.admin.pages import Pages
 from guardproxy.admin.reviewers import Reviewer, reviewer_of
-from guardproxy.api.wire import WIRE_APIS
+from guardproxy.api.wire import API_NAMES
 from guardproxy.audit import access
 from guardproxy.audit.labels import Label, LabelRefused, add_label, labels_of
 from guardproxy.audit.query import (
@@ -34,7 +34,7 @@ from guardproxy.audit.query import (
 from guardproxy.audit.schema import LABELS
 
 ACTIONS = ("allow", "flag", "block", "monitor", "fail", "reject", "error")
-APIS = tuple(api.name for api in WIRE_APIS)
+APIS = API_NAMES
 CHART_HOURS = 24
 MAX_PAGE = 100_000
 

@@ -28,3 +28,4 @@ WIRE_APIS = (
 )
 MCP_ROUTE = "/mcp/{name}"  # the MCP gateway (api/mcp/), not a chat codec
 ROUTES = {api.name: api.path for api in WIRE_APIS} | {"mcp": MCP_ROUTE}
+API_NAMES = tuple(ROUTES)  # every `api` an audit record can name

@@ -54,9 +54,9 @@ def send(proxy: Proxy, key: str, prompt: str) -> str:
     return reply.headers["x-guardproxy-request-id"]
 
 
-def wait_for_trail(base_url: str, total: int) -> None:
+def wait_for_trail(base_url: str, total: int, key: str = ADMIN_KEY) -> None:
     """Until the database holds `total` decisions (its flusher runs every 50 ms)."""
-    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    headers = {"authorization": f"Bearer {key}"}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         found = httpx.get(f"{base_url}/admin/api/decisions", headers=headers).json()
