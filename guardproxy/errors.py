@@ -10,7 +10,8 @@ GuardproxyError
 │   ├── GuardUnavailable        connect error, timeout, 5xx, bad status, every replica ejected
 │   └── UnparseableVerdict      answer does not match the protocol's grammar
 └── UpstreamError               the upstream LLM failed                         -> 502
-    └── UpstreamTimeout         the upstream LLM did not answer in time         -> 504
+    ├── UpstreamTimeout         the upstream LLM did not answer in time         -> 504
+    └── UpstreamUnavailable     not asked: its breaker is open                  -> 503
 """
 
 from __future__ import annotations
@@ -89,6 +90,10 @@ class UpstreamError(GuardproxyError):
 
 
 class UpstreamTimeout(UpstreamError):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
     pass
 
 

@@ -25,6 +25,7 @@ from guardproxy.errors import (
     RequestError,
     UpstreamError,
     UpstreamTimeout,
+    UpstreamUnavailable,
 )
 from guardproxy.pipeline.codec import Codec, StreamCodec
 from guardproxy.pipeline.exchange import Exchange
@@ -40,6 +41,7 @@ ERROR_STATUS: tuple[tuple[type[GuardproxyError], int, str, str | None], ...] = (
     (GuardOverloaded, 503, "server_error", "guard_overloaded"),
     (GuardError, 503, "server_error", "guard_unavailable"),
     (UpstreamTimeout, 504, "server_error", "upstream_timeout"),
+    (UpstreamUnavailable, 503, "server_error", "upstream_unavailable"),
     (UpstreamError, 502, "server_error", "upstream_error"),
     (ClientDisconnected, 499, "invalid_request_error", "client_disconnected"),
 )

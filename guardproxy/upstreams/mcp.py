@@ -15,7 +15,7 @@ import httpx
 
 from guardproxy.config import McpServerSettings
 from guardproxy.core.sse import SSEDecoder, SSEEvent
-from guardproxy.errors import UpstreamError, UpstreamTimeout
+from guardproxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from guardproxy.guards.capacity import Breaker
 
 SESSION_HEADER = "mcp-session-id"
@@ -26,7 +26,7 @@ class MessageTooLarge(UpstreamError):
     """An MCP server's message larger than the gateway will judge."""
 
 
-class ServerUnavailable(UpstreamError):
+class ServerUnavailable(UpstreamUnavailable):
     """The server's breaker is open: it failed too often in a row to be asked now."""
 
 

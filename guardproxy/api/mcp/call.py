@@ -17,19 +17,16 @@ from guardproxy.api.mcp import jsonrpc
 from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, SERVER_FAILED, McpProblem
 from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.errors import (
-    AuthenticationError,
     GuardproxyError,
-    PayloadTooLarge,
-    RequestError,
     UpstreamError,
-    UpstreamTimeout,
 )
 from guardproxy.media.fetch import ImageFetcher
 from guardproxy.pipeline.checks import CheckResult
 from guardproxy.pipeline.exchange import Exchange
 from guardproxy.pipeline.flow import Route
+from guardproxy.pipeline.replies import public_message, status_of
 from guardproxy.policy.profile import Profile
-from guardproxy.upstreams.mcp import SESSION_HEADER, McpReply, McpUpstream, ServerUnavailable
+from guardproxy.upstreams.mcp import SESSION_HEADER, McpReply, McpUpstream
 
 # What of the client's request the server sees besides the body: its session, protocol
 # version and stream resumption point. Its Authorization (the tenant key) never.
@@ -121,19 +118,10 @@ def problem_for(exc: GuardproxyError, id: Any = None) -> McpProblem:
     id where there is one."""
     if isinstance(exc, McpProblem):
         return exc if id is None else McpProblem(exc.status, exc.code, exc.message, id)
-    if isinstance(exc, AuthenticationError):
-        return McpProblem(401, INVALID_REQUEST, str(exc), id)
-    if isinstance(exc, PayloadTooLarge):
-        return McpProblem(413, INVALID_REQUEST, exc.message, id)
-    if isinstance(exc, RequestError):
-        return McpProblem(400, INVALID_REQUEST, exc.message, id)
-    if isinstance(exc, ServerUnavailable):
-        return McpProblem(503, SERVER_FAILED, exc.message, id)
-    if isinstance(exc, UpstreamTimeout):
-        return McpProblem(504, SERVER_FAILED, exc.message, id)
-    if isinstance(exc, UpstreamError):
-        return McpProblem(502, SERVER_FAILED, exc.message, id)
-    return McpProblem(503, SERVER_FAILED, "guardproxy could not judge this message.", id)
+    status, _, _ = status_of(exc)  # the proxy's one exception-to-status table
+    status = 503 if status == 500 else status  # never a 500 for an error of its own
+    code = INVALID_REQUEST if status < 500 else SERVER_FAILED
+    return McpProblem(status, code, public_message(exc), id)
 
 
 def problem_response(problem: McpProblem, exchange: Exchange) -> Response:

@@ -8,11 +8,10 @@ from typing import Any
 
 from guardproxy.api.mcp import jsonrpc
 from guardproxy.api.mcp.call import McpCall
-from guardproxy.api.mcp.jsonrpc import BLOCKED, McpProblem
+from guardproxy.api.mcp.jsonrpc import BLOCKED
 from guardproxy.api.mcp.surfaces import STRUCTURAL, Surface, mask_tree
 from guardproxy.core.actions import Action
 from guardproxy.core.conversation import Turn
-from guardproxy.errors import GuardproxyError
 from guardproxy.media.images import prepare_image
 from guardproxy.media.request import GuardImage
 from guardproxy.pipeline.checks import SKIPPED, output_checks
@@ -54,12 +53,10 @@ async def _images(call: McpCall, found: Surface) -> list[GuardImage]:
     images = []
     for piece in found.images():
         assert piece.image is not None
-        try:
-            prepared = await prepare_image(
-                piece.image, piece.label, call.route.tenant.images, call.fetcher
-            )
-        except GuardproxyError as exc:
-            raise McpProblem(200, BLOCKED, f"An image could not be judged: {exc}") from exc
+        # One that does not decode raises MediaError, and the message is withheld (withheld).
+        prepared = await prepare_image(
+            piece.image, piece.label, call.route.tenant.images, call.fetcher
+        )
         images.append(GuardImage(piece.label, prepared.guard_data_url()))
     return images
 

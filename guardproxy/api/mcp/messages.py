@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from guardproxy.api.mcp import jsonrpc
-from guardproxy.api.mcp.surfaces import has_lone_surrogates
 from guardproxy.core.fields import IDENTIFIER
 from guardproxy.upstreams.mcp import McpReply
 
@@ -17,7 +16,7 @@ JSONRPC_FIELDS = ("jsonrpc", "id", "method", "params", "result", "error")
 def rebuilt(message: dict[str, Any]) -> dict[str, Any] | None:
     """`message` with JSON-RPC's fields alone, or None when it is not JSON-RPC, carries text
     that is not text, or names itself with words rather than an identifier."""
-    if jsonrpc.invalid(message) is not None or has_lone_surrogates(message):
+    if jsonrpc.invalid(message) is not None or jsonrpc.holds_lone_surrogate(message):
         return None
     for key in ("id", "method"):
         if key in message and isinstance(message[key], str) and not identifier(message[key]):

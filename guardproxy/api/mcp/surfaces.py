@@ -7,7 +7,6 @@ so the JSON stays valid and each string keeps its type.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,15 +146,6 @@ def mask_tree(
 def strings(value: Any) -> list[str]:
     """The judged strings under `value`, in order."""
     return [text for _, text in _leaves(value, "", False)]
-
-
-def has_lone_surrogates(value: Any) -> bool:
-    """Text that is not text (a `\\ud800` escape): no guard can judge it, no UTF-8 carries it."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _leaves(value: Any, path: str, free: bool, names: bool = False) -> Iterator[tuple[str, str]]:
