@@ -36,11 +36,7 @@ def served(codec: Codec) -> Callable[[Request], Awaitable[Response]]:
 
 async def _serve(codec: Codec, request: Request) -> Response:
     runtime = app_state(request.app).runtime
-    exchange = Exchange(api=codec.api)
-    exchange.client_address = client_address_of(request)
-    bind_logs(exchange)
-    span = runtime.tracing.begin_request(request.headers, codec.api)
-    exchange.trace_id = runtime.tracing.trace_id(span)
+    exchange, span = begin_exchange(runtime, request, codec.api)
     try:
         response = await _handle(codec, runtime, request, exchange)
     except GuardproxyError as exc:
@@ -69,6 +65,16 @@ async def _handle(codec: Codec, runtime: Runtime, request: Request, exchange: Ex
     incoming = Incoming(codec, chat, headers, request.headers.get(REGION_HEADER))
     work = handle_chat(route, incoming, exchange, runtime.fetcher)
     return await _unless_disconnected(request, work)
+
+
+def begin_exchange(runtime: Runtime, request: Request, api: str) -> tuple[Exchange, Any]:
+    """A request's exchange, its client named, its logs bound and its trace span begun."""
+    exchange = Exchange(api=api)
+    exchange.client_address = client_address_of(request)
+    bind_logs(exchange)
+    span = runtime.tracing.begin_request(request.headers, api, request.method)
+    exchange.trace_id = runtime.tracing.trace_id(span)
+    return exchange, span
 
 
 def proxy_key(request: Request) -> str | None:

@@ -13,9 +13,8 @@ from guardproxy.api.mcp.call import McpCall, passed_headers, problem_for, proble
 from guardproxy.api.mcp.jsonrpc import INVALID_REQUEST, McpProblem
 from guardproxy.api.mcp.sessions import SessionSeal
 from guardproxy.errors import GuardproxyError
-from guardproxy.observe.logs import bind as bind_logs
 from guardproxy.pipeline.exchange import Exchange
-from guardproxy.server.endpoints import audit_exchange, client_address_of, read_body
+from guardproxy.server.endpoints import audit_exchange, begin_exchange, read_body
 from guardproxy.server.runtime import Runtime, app_state
 
 REGION_HEADER = "x-guardproxy-region"
@@ -23,11 +22,7 @@ REGION_HEADER = "x-guardproxy-region"
 
 async def mcp_endpoint(request: Request) -> Response:
     runtime = app_state(request.app).runtime
-    exchange = Exchange(api="mcp")
-    exchange.client_address = client_address_of(request)
-    bind_logs(exchange)
-    span = runtime.tracing.begin_request(request.headers, "mcp", request.method)
-    exchange.trace_id = runtime.tracing.trace_id(span)
+    exchange, span = begin_exchange(runtime, request, "mcp")
     written = False
 
     async def done() -> None:
