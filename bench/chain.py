@@ -23,7 +23,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.common import HOST, children, emit, free_port, hashed_key, write_guardproxy_config
+from bench.common import (
+    HOST,
+    children,
+    emit,
+    free_port,
+    hashed_key,
+    proxy_command,
+    write_guardproxy_config,
+)
 from bench.overhead import KEY, measure, parse_args
 from bench.report import MISSING, Batch, added_cell, ms, summarize
 from tests.fakes.classifier import PROMPT_GUARD_LABELS
@@ -69,8 +77,7 @@ def commands(workdir: Path, ports: dict[str, int]) -> dict[str, tuple[list[str],
     }
     for name in TARGETS[1:]:
         config = write_config(workdir / name, ports, chain=name == "chain")
-        serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(ports[name])]
-        result[name] = ([*run, "guardproxy", *serve, "--log-level", "warning"], "/healthz")
+        result[name] = proxy_command(config, ports[name])
     return result
 
 

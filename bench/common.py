@@ -98,6 +98,12 @@ def children() -> Iterator[Children]:
         group.stop()
 
 
+def proxy_command(config: Path, port: int) -> tuple[list[str], str]:
+    """`guardproxy serve` on `config` at `port`, and the path that says it is ready."""
+    serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+    return [sys.executable, "-m", "guardproxy", *serve, "--log-level", "warning"], "/healthz"
+
+
 def hashed_key(key: str) -> str:
     """A SHA-256 digest, not the key itself, as the policy format asks of files on disk."""
     return f"sha256:{hashlib.sha256(key.encode()).hexdigest()}"

@@ -36,7 +36,15 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bench.common import HOST, children, emit, free_port, hashed_key, write_guardproxy_config
+from bench.common import (
+    HOST,
+    children,
+    emit,
+    free_port,
+    hashed_key,
+    proxy_command,
+    write_guardproxy_config,
+)
 from bench.report import MISSING, Batch, added_cell, summarize
 from tests.fakes.server import serve
 
@@ -95,8 +103,7 @@ def commands(workdir: Path, ports: dict[str, int]) -> dict[str, tuple[list[str],
     }
     for name in TARGETS[1:]:
         config = write_config(workdir / name, ports, cache=name == "proxy-cache")
-        serve_args = ["serve", "--config", str(config), "--host", HOST, "--port", str(ports[name])]
-        result[name] = ([*run, "guardproxy", *serve_args, "--log-level", "warning"], "/healthz")
+        result[name] = proxy_command(config, ports[name])
     return result
 
 

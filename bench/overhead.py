@@ -30,6 +30,7 @@ from bench.common import (
     emit,
     free_port,
     hashed_key,
+    proxy_command,
     write_guardproxy_config,
 )
 from bench.report import TARGETS, Batch, markdown, summarize
@@ -71,8 +72,7 @@ def commands(workdir: Path, ports: dict[str, int]) -> dict[str, tuple[list[str],
     result["floor"] = (floor, "/healthz")
     for name, checks in (("proxy-off", False), ("proxy-on", True)):
         config = write_config(workdir / name, ports["guard"], ports["upstream"], checks)
-        serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(ports[name])]
-        result[name] = ([*run, "guardproxy", *serve, "--log-level", "warning"], "/healthz")
+        result[name] = proxy_command(config, ports[name])
     return result
 
 
